@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test unit integration install broker-start broker-stop bench clean
+
+run: $(STAMP)
+	$(BIN)/vidpulse up
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	bash deploy/kafka/kafka.sh fetch
+	touch $(STAMP)
+
+broker-start:
+	bash deploy/kafka/kafka.sh start
+
+broker-stop:
+	bash deploy/kafka/kafka.sh stop
+
+bench: $(STAMP)
+	$(BIN)/python bench/freshness.py
+
+clean:
+	bash deploy/kafka/kafka.sh stop || true
+	rm -rf $(VENV) .cache data

@@ -1,0 +1,110 @@
+"""The one door to ClickHouse: connecting by URL, inserting, querying, mapping errors.
+
+``chdb://<dir>`` runs the real ClickHouse engine in this process (one process
+per folder); ``http(s)://user:password@host:port/database`` talks to a server.
+Both are clickhouse-connect clients, so the SQL and the code are the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+
+# Server-side limits: a query answering an HTTP request should fail within the
+# request's patience (30 s) rather than hold a worker thread indefinitely.
+QUERY_TIMEOUT_S = 30
+# Inserts are small (one partition's batch); 60 s covers a busy server's merges
+# before the writer gives up and retries the same block.
+INSERT_TIMEOUT_S = 60
+
+
+class ClickHouseError(Exception):
+    """Any failure talking to ClickHouse, with the server's error code when it sent one."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ClickHouse:
+    """A client plus a lock: clickhouse-connect clients are not safe to share between threads."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        with self._lock, _mapped():
+            return self._client.command(sql, parameters=parameters)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock, _mapped():
+            return self._client.query(sql, parameters=parameters, settings=settings).result_rows
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
+               dedup_token: str | None = None) -> None:
+        """One block per call; with a token, ClickHouse drops a block it already holds (and so do its views)."""
+        if not rows:
+            return
+        settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
+        with self._lock, _mapped():
+            self._client.insert(table, list(rows), column_names=list(columns), settings=settings)
+
+    async def aquery(self, sql: str, parameters: dict[str, Any] | None = None,
+                     settings: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return await asyncio.to_thread(self.query, sql, parameters, settings)
+
+    async def ainsert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
+                      dedup_token: str | None = None) -> None:
+        await asyncio.to_thread(self.insert, table, rows, columns, dedup_token)
+
+    async def ping(self) -> bool:
+        try:
+            await self.aquery("SELECT 1")
+        except ClickHouseError:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+class _mapped:
+    """Turns every driver exception into ClickHouseError so callers handle one type."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, ClickHouseError):
+            return False
+        if isinstance(exc, (DriverError, OSError)) or exc_type.__module__.startswith(("clickhouse_connect", "chdb", "urllib3")):
+            raise ClickHouseError(str(exc).strip().splitlines()[0][:500], getattr(exc, "code", None)) from exc
+        return False
+
+
+def connect(url: str, database: str | None) -> ClickHouse:
+    """A client for ``url``; ``database`` is selected when given (it must exist then)."""
+    parts = urlsplit(url)
+    if parts.scheme == "chdb":
+        path = url[len("chdb://"):].split("?", 1)[0]
+        client = clickhouse_connect.get_client(interface="chdb", path=path or None, database=database)
+    else:
+        client = clickhouse_connect.get_client(
+            interface=parts.scheme, host=parts.hostname or "localhost", port=parts.port,
+            username=unquote(parts.username or "default"), password=unquote(parts.password or ""),
+            database=database or (parts.path.strip("/") or None),
+            connect_timeout=10, send_receive_timeout=max(QUERY_TIMEOUT_S, INSERT_TIMEOUT_S),
+        )
+    return ClickHouse(client)

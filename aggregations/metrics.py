@@ -1,0 +1,28 @@
+"""The worker's Prometheus metrics, on a registry the process owns."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages_consumed = Counter("vidpulse_worker_messages_consumed_total",
+                                         "Kafka messages (beacon batches) consumed.", registry=registry)
+        self.events_consumed = Counter("vidpulse_worker_events_consumed_total",
+                                       "Events consumed, before deduplication.", registry=registry)
+        self.events_duplicate = Counter("vidpulse_worker_events_duplicate_total",
+                                        "Events dropped as already counted (retried batches).", registry=registry)
+        self.rows_written = Counter("vidpulse_worker_rows_written_total", "Rows inserted, by table.",
+                                    ["table"], registry=registry)
+        self.insert_latency = Histogram("vidpulse_worker_insert_latency_seconds", "ClickHouse insert latency.",
+                                        ["table"], registry=registry,
+                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.insert_failures = Counter("vidpulse_worker_insert_failures_total",
+                                       "Failed inserts (retried until they succeed).", ["table"], registry=registry)
+        self.batch_size = Histogram("vidpulse_worker_batch_messages", "Messages per flushed partition batch.",
+                                    registry=registry, buckets=(1, 10, 100, 1000, 10000, 100000))
+        self.open_sessions = Gauge("vidpulse_worker_open_sessions", "Sessions held in the sessionizer's cache.",
+                                   registry=registry)
+        self.sessions_evicted = Counter("vidpulse_worker_sessions_evicted_total",
+                                        "Open sessions dropped from the cache at its size limit.", registry=registry)

@@ -1,0 +1,96 @@
+"""The rows the worker writes and the writer interface it writes them through.
+
+Column lists here and the migrations in ``migrations/`` describe the same
+tables; a unit test keeps them in step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ingest.models import EnrichedBatch, EnrichedEvent
+
+DIMENSIONS = ("video", "country", "continent", "subdivision", "device_type", "os", "browser", "player",
+              "timezone", "domain", "live", "viewer")
+
+RAW_COLUMNS = ("account", "session", "session_key", "fingerprint", "event_id", "type", "event_time", "device_ts",
+               "received_at", *DIMENSIONS, "user", "duration_s", "is_bot", "watched_ms", "position", "percentiles",
+               "startup_ms", "percent", "rebuffer_ms", "server_side", "error_code", "error_message", "fatal",
+               "kafka_partition", "kafka_offset")
+
+SESSION_MINUTE_COLUMNS = ("account", "minute", *DIMENSIONS, "session_key", "fingerprint")
+
+
+def utc(time_ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(time_ms / 1000, dt.timezone.utc)
+
+
+def dimension_values(batch: EnrichedBatch) -> tuple[Any, ...]:
+    """The batch's values for DIMENSIONS, in that order."""
+    return (batch.video, batch.country, batch.continent, batch.subdivision, batch.device_type, batch.os,
+            batch.browser, batch.player, batch.tz, batch.domain, batch.live,
+            "registered" if batch.user else "anonymous")
+
+
+def raw_row(batch: EnrichedBatch, event: EnrichedEvent, partition: int, offset: int) -> tuple[Any, ...]:
+    return (batch.account, batch.session, batch.session_key, batch.fingerprint, event.id, event.type,
+            utc(event.event_time_ms), event.ts, utc(batch.received_at_ms), *dimension_values(batch), batch.user,
+            batch.duration_s, batch.is_bot, event.watched_ms, event.position, event.percentiles, event.startup_ms,
+            event.percent, event.duration_ms, event.server_side, event.code, event.message,
+            event.fatal if event.type == "error" else False, partition, offset)
+
+
+@dataclass(frozen=True)
+class SessionIdentity:
+    """What a session-minute row says besides the minute: who, and under which dimensions."""
+
+    account: str
+    session_key: int
+    fingerprint: int
+    dimensions: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, batch: EnrichedBatch) -> SessionIdentity:
+        return cls(batch.account, batch.session_key, batch.fingerprint, dimension_values(batch))
+
+    def minute_rows(self, minutes: set[int]) -> list[tuple[Any, ...]]:
+        return [(self.account, utc(minute), *self.dimensions, self.session_key, self.fingerprint)
+                for minute in sorted(minutes)]
+
+
+@dataclass
+class SinkRows:
+    """Everything one flush of one partition writes."""
+
+    raw: list[tuple[Any, ...]] = field(default_factory=list)
+    session_minutes: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """A partition's batch by offsets; its name is the deduplication token of its raw block."""
+
+    consumer_group: str
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+    @property
+    def token(self) -> str:
+        return f"{self.consumer_group}/{self.topic}/{self.partition}/{self.first_offset}-{self.last_offset}"
+
+
+class Writer(Protocol):
+    """Where the sink's rows go; ClickHouseWriter in production, a recording fake in unit tests."""
+
+    async def record_batch(self, batch: BatchRange) -> None: ...
+
+    async def find_batch_end(self, consumer_group: str, topic: str, partition: int, first_offset: int) -> int | None: ...
+
+    async def session_history(self, partition: int, before_offset: int,
+                              keys: list[tuple[str, int]]) -> dict[int, list[tuple[str, str, int]]]: ...
+
+    async def write(self, rows: SinkRows, batch: BatchRange | None) -> None: ...

@@ -1,0 +1,80 @@
+"""Sessionization as pure functions: which UTC minutes each session was concurrent in.
+
+Protocol: every event but ``impression`` is activity. After an activity at t
+the session stays active until its next event or t + timeout, whichever comes
+first; after a ``stop`` it is inactive until its next event. A session counts
+in a minute when an active stretch or an activity instant falls inside it.
+
+A stretch's end is known only when the next event arrives, or when the
+timeout has passed with none; so the minutes of a stretch are emitted then
+(``advance`` and ``close``), while an activity instant's own minute is
+emitted at once. Emitting a session-minute twice is harmless (the table keeps
+distinct sessions per minute), which makes replays safe.
+
+Known limit: an event arriving after later events of its session (out of
+order) adds its own minute but no stretch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MINUTE_MS = 60_000
+NOT_ACTIVITY = "impression"
+ENDS_ACTIVITY = ("impression", "stop")
+
+
+@dataclass
+class SessionState:
+    """What the sessionizer remembers of one session between batches."""
+
+    last_time_ms: int | None = None
+    last_type: str = ""
+    seen_ids: set[str] = field(default_factory=set)
+    closed: bool = True
+
+    @classmethod
+    def from_history(cls, events: list[tuple[str, str, int]]) -> SessionState:
+        """Rebuilds the state from stored (event_id, type, event_time_ms) rows after a restart.
+
+        The rebuilt state is open when the last event was activity: closing it
+        again re-emits minutes already written, which changes nothing.
+        """
+        state = cls(seen_ids={event_id for event_id, _, _ in events})
+        if events:
+            _, state.last_type, state.last_time_ms = max(events, key=lambda event: event[2])
+            state.closed = state.last_type in ENDS_ACTIVITY
+        return state
+
+
+def minutes_between(start_ms: int, end_ms: int) -> set[int]:
+    """Minute starts (ms) that the half-open interval [start, end) touches."""
+    if end_ms <= start_ms:
+        return set()
+    first = start_ms - start_ms % MINUTE_MS
+    return set(range(first, end_ms, MINUTE_MS))
+
+
+def minute_of(time_ms: int) -> int:
+    return time_ms - time_ms % MINUTE_MS
+
+
+def advance(state: SessionState, event_type: str, time_ms: int, timeout_ms: int) -> set[int]:
+    """Applies one new event; returns the minutes it makes certain."""
+    minutes: set[int] = set()
+    if state.last_time_ms is None or time_ms >= state.last_time_ms:
+        if not state.closed and state.last_time_ms is not None:
+            minutes |= minutes_between(state.last_time_ms, min(time_ms, state.last_time_ms + timeout_ms))
+        state.last_time_ms, state.last_type = time_ms, event_type
+        state.closed = event_type in ENDS_ACTIVITY
+    if event_type != NOT_ACTIVITY:
+        minutes.add(minute_of(time_ms))
+    return minutes
+
+
+def close(state: SessionState, now_ms: int, timeout_ms: int, grace_ms: int) -> set[int]:
+    """Emits the last stretch once no event can shorten it any more (timeout plus a grace for delivery)."""
+    if state.closed or state.last_time_ms is None or now_ms < state.last_time_ms + timeout_ms + grace_ms:
+        return set()
+    state.closed = True
+    return minutes_between(state.last_time_ms, state.last_time_ms + timeout_ms)

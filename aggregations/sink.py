@@ -1,0 +1,229 @@
+"""process → batch → write → ack, one batch per topic-partition.
+
+The sink acknowledges a message (and so lets Faust commit its offset) only
+after ClickHouse acknowledged the rows built from it. A failed write is
+retried, never skipped. Exactly-once counting over at-least-once delivery
+rests on three things:
+
+* a batch's offset range is recorded before its rows are written, and a
+  replay from the same offset cuts the same range, so the raw block carries
+  the same deduplication token and ClickHouse (and the view that sums the
+  additive metrics) drops it if it already holds it;
+* events already seen in a session (client retries) are dropped before the
+  write, from the sessionizer's memory or, after a restart, from events_raw;
+* session-minutes are distinct counts, so writing one twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aggregations import sessions
+from aggregations.metrics import WorkerMetrics
+from aggregations.rows import BatchRange, SessionIdentity, SinkRows, Writer, raw_row
+from ingest.models import EnrichedBatch
+
+log = logging.getLogger(__name__)
+RETRY_BACKOFF_S = (0.1, 0.5, 1, 2, 5)
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    consumer_group: str
+    topic: str
+    session_timeout_ms: int
+    close_grace_ms: int
+    flush_interval_s: float
+    flush_max_events: int
+    max_cached_sessions: int = 500_000
+
+
+@dataclass
+class _Pending:
+    first_offset: int
+    forced_last: int | None
+    opened_at: float
+    messages: list[tuple[int, EnrichedBatch | None, Any]] = field(default_factory=list)
+    events: int = 0
+
+
+@dataclass
+class _Session:
+    state: sessions.SessionState
+    identity: SessionIdentity
+    partition: int
+
+
+class EventSink:
+    """Owns the pending batches and the sessionizer's cache of every assigned partition."""
+
+    def __init__(self, writer: Writer, config: SinkConfig, metrics: WorkerMetrics,
+                 ack: Callable[[Any], Awaitable[Any]], caught_up: Callable[[int, int], bool],
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self._writer, self._config, self._metrics = writer, config, metrics
+        self._ack, self._caught_up, self._clock_ms = ack, caught_up, clock_ms
+        self._pending: dict[int, _Pending] = {}
+        self._next_offset: dict[int, int] = {}
+        self._watermark_ms: dict[int, int] = {}
+        self._sessions: OrderedDict[int, _Session] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    async def add(self, partition: int, offset: int, batch: EnrichedBatch | None, handle: Any) -> None:
+        """``batch`` is None for an unreadable message: it is acknowledged in turn and written nowhere."""
+        async with self._lock:
+            pending = self._pending.get(partition)
+            if pending is not None and pending.forced_last is not None and offset > pending.forced_last:
+                await self._flush(partition)
+                pending = None
+            if pending is None:
+                pending = await self._open(partition, offset)
+            pending.messages.append((offset, batch, handle))
+            pending.events += len(batch.events) if batch else 0
+            self._next_offset[partition] = offset + 1
+            if self._full(pending, offset):
+                await self._flush(partition)
+
+    async def flush_due(self) -> None:
+        """Called by a timer: flushes batches past the interval and closes silent sessions."""
+        async with self._lock:
+            now = time.monotonic()
+            for partition, pending in list(self._pending.items()):
+                if pending.forced_last is None and now - pending.opened_at >= self._config.flush_interval_s:
+                    await self._flush(partition)
+            closing = SinkRows(session_minutes=self._close_silent(None))
+            if closing.session_minutes:
+                await self._write_until_done(closing, None)
+
+    async def flush_all(self) -> None:
+        """On shutdown: write what can be written; a forced batch still short of its end stays unacked."""
+        async with self._lock:
+            for partition, pending in list(self._pending.items()):
+                if pending.forced_last is None:
+                    await self._flush(partition)
+
+    async def forget(self, partitions: set[int]) -> None:
+        """On revocation: drop unacked batches (the next owner replays them) and their sessions."""
+        async with self._lock:
+            for partition in partitions:
+                self._pending.pop(partition, None)
+                self._next_offset.pop(partition, None)
+                self._watermark_ms.pop(partition, None)
+            for key in [k for k, s in self._sessions.items() if s.partition in partitions]:
+                del self._sessions[key]
+            self._metrics.open_sessions.set(len(self._sessions))
+
+    async def _open(self, partition: int, offset: int) -> _Pending:
+        """A batch starting where a replay starts may have been cut before: cut it the same way."""
+        forced_last = None
+        if self._next_offset.get(partition) != offset:
+            forced_last = await self._retrying(lambda: self._writer.find_batch_end(
+                self._config.consumer_group, self._config.topic, partition, offset))
+        pending = _Pending(offset, forced_last, time.monotonic())
+        self._pending[partition] = pending
+        return pending
+
+    def _full(self, pending: _Pending, offset: int) -> bool:
+        if pending.forced_last is not None:
+            return offset >= pending.forced_last
+        return pending.events >= self._config.flush_max_events
+
+    async def _flush(self, partition: int) -> None:
+        pending = self._pending.pop(partition)
+        last_offset = pending.messages[-1][0]
+        batch_range = BatchRange(self._config.consumer_group, self._config.topic, partition,
+                                 pending.first_offset, last_offset)
+        rows = await self._build_rows(partition, pending)
+        rows.session_minutes += self._close_silent(partition)
+        if pending.forced_last is None:
+            await self._retrying(lambda: self._writer.record_batch(batch_range))
+        await self._write_until_done(rows, batch_range)
+        for _, _, handle in pending.messages:
+            await self._ack(handle)
+        self._metrics.batch_size.observe(len(pending.messages))
+        log.debug("flushed partition %d offsets %d-%d: %d raw rows", partition, pending.first_offset,
+                  last_offset, len(rows.raw))
+
+    async def _build_rows(self, partition: int, pending: _Pending) -> SinkRows:
+        await self._load_missing_sessions(partition, pending)
+        rows = SinkRows()
+        timeout_ms = self._config.session_timeout_ms
+        for offset, batch, _ in pending.messages:
+            self._metrics.messages_consumed.inc()
+            if batch is None:
+                continue
+            cached = self._sessions[batch.session_key]
+            cached.identity = SessionIdentity.of(batch)
+            self._sessions.move_to_end(batch.session_key)
+            minutes: set[int] = set()
+            for event in batch.events:
+                self._metrics.events_consumed.inc()
+                if event.id in cached.state.seen_ids:
+                    self._metrics.events_duplicate.inc()
+                    continue
+                cached.state.seen_ids.add(event.id)
+                rows.raw.append(raw_row(batch, event, partition, offset))
+                if not batch.is_bot:
+                    minutes |= sessions.advance(cached.state, event.type, event.event_time_ms, timeout_ms)
+                self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0), event.event_time_ms)
+            rows.session_minutes += cached.identity.minute_rows(minutes)
+        self._evict_overflow()
+        return rows
+
+    async def _load_missing_sessions(self, partition: int, pending: _Pending) -> None:
+        missing = {(b.account, b.session_key): b for _, b, _ in pending.messages
+                   if b is not None and b.session_key not in self._sessions}
+        if not missing:
+            return
+        history = await self._retrying(lambda: self._writer.session_history(
+            partition, pending.first_offset, list(missing)))
+        for (_, key), batch in missing.items():
+            state = sessions.SessionState.from_history(history.get(key, []))
+            self._sessions[key] = _Session(state, SessionIdentity.of(batch), partition)
+
+    def _close_silent(self, partition: int | None) -> list[tuple[Any, ...]]:
+        """Ends stretches no event can shorten any more; closed sessions leave the cache."""
+        rows: list[tuple[Any, ...]] = []
+        now_ms = self._clock_ms()
+        for key, cached in list(self._sessions.items()):
+            if partition is not None and cached.partition != partition:
+                continue
+            minutes = sessions.close(cached.state, self._closing_time(cached.partition, now_ms),
+                                     self._config.session_timeout_ms, self._config.close_grace_ms)
+            rows += cached.identity.minute_rows(minutes)
+            if cached.state.closed and cached.partition not in self._pending:
+                del self._sessions[key]
+        self._metrics.open_sessions.set(len(self._sessions))
+        return rows
+
+    def _closing_time(self, partition: int, now_ms: int) -> int:
+        """Wall clock once the partition is caught up; while replaying a backlog, its event-time watermark."""
+        next_offset = self._next_offset.get(partition)
+        if next_offset is None or self._caught_up(partition, next_offset):
+            return now_ms
+        return min(now_ms, self._watermark_ms.get(partition, 0))
+
+    def _evict_overflow(self) -> None:
+        while len(self._sessions) > self._config.max_cached_sessions:
+            self._sessions.popitem(last=False)
+            self._metrics.sessions_evicted.inc()
+
+    async def _write_until_done(self, rows: SinkRows, batch_range: BatchRange | None) -> None:
+        await self._retrying(lambda: self._writer.write(rows, batch_range))
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Retries forever: giving up would mean acknowledging events that were never written."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except Exception as exc:  # noqa: BLE001 - any failure is retried; cancellation still propagates
+                delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                log.warning("ClickHouse call failed (attempt %d), retrying in %.1f s: %s", attempt + 1, delay, exc)
+                attempt += 1
+                await asyncio.sleep(delay)

@@ -1,0 +1,90 @@
+"""The Faust app: one agent that feeds the sink, one timer that flushes it.
+
+Started inside an existing event loop (``vidpulse up`` shares it with the
+HTTP server; ``vidpulse worker`` runs it beside /metrics). Faust's own web
+server and tables are off: the sink keeps its state in ClickHouse.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from aggregations.clickhouse import ClickHouse
+from aggregations.metrics import WorkerMetrics
+from aggregations.sink import EventSink, SinkConfig
+from aggregations.writer import ClickHouseWriter
+from ingest.models import EnrichedBatch
+from ingest.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """A started Faust app plus the sink its agent writes through."""
+
+    def __init__(self, settings: Settings, bootstrap: str, db: ClickHouse, metrics: WorkerMetrics) -> None:
+        self.app = faust.App(
+            settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+            autodiscover=False, topic_partitions=settings.topic_partitions, consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False, broker_commit_interval=1.0, datadir=str(settings.data_dir / "faust"),
+            value_serializer="raw", key_serializer="raw", producer_acks=-1,
+        )
+        self.topic = self.app.topic(settings.events_topic, value_type=bytes, key_type=bytes,
+                                    partitions=settings.topic_partitions)
+        self.sink = EventSink(ClickHouseWriter(db, metrics), _sink_config(settings), metrics,
+                              ack=self._ack, caught_up=self._caught_up)
+        self._metrics = metrics
+        self._stream: Any = None
+        self.app.agent(self.topic, name="sink")(self._consume)
+        self.app.timer(min(settings.flush_interval_s, 1.0))(self.sink.flush_due)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+
+    async def start(self) -> None:
+        self.app.in_worker = True
+        await self.app.start()
+
+    async def stop(self) -> None:
+        """Flushes what it can first, so a clean shutdown leaves nothing to replay."""
+        await self.sink.flush_all()
+        await self.app.stop()
+
+    async def _consume(self, stream: Any) -> None:
+        self._stream = stream.noack()
+        async for event in self._stream.events():
+            message = event.message
+            await self.sink.add(message.partition, message.offset, _decode(event.value), event)
+
+    async def _ack(self, event: Any) -> None:
+        await self._stream.ack(event)
+
+    def _caught_up(self, partition: int, next_offset: int) -> bool:
+        highwater = self.app.consumer.highwater(self.topic_partition(partition))
+        return highwater is None or next_offset >= highwater
+
+    def topic_partition(self, partition: int) -> Any:
+        return faust.types.TP(self.topic.get_topic_name(), partition)
+
+    async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
+        ours = {tp.partition for tp in revoked if tp.topic == self.topic.get_topic_name()}
+        await self.sink.forget(ours)
+
+
+def _decode(value: bytes) -> EnrichedBatch | None:
+    """None for a message that is not an enriched batch: acknowledged with its batch, written nowhere."""
+    try:
+        return EnrichedBatch.model_validate_json(value)
+    except ValidationError as exc:
+        log.error("skipping a message that is not an enriched batch: %s", exc)
+        return None
+
+
+def _sink_config(settings: Settings) -> SinkConfig:
+    return SinkConfig(
+        consumer_group=settings.consumer_group, topic=settings.events_topic,
+        session_timeout_ms=settings.session_timeout_s * 1000, close_grace_ms=settings.session_close_grace_s * 1000,
+        flush_interval_s=settings.flush_interval_s, flush_max_events=settings.flush_max_events,
+    )

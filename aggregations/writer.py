@@ -1,0 +1,64 @@
+"""ClickHouseWriter: the worker's one class that writes (and reads back) sink state in ClickHouse."""
+
+from __future__ import annotations
+
+import time
+
+from aggregations.clickhouse import ClickHouse, ClickHouseError
+from aggregations.metrics import WorkerMetrics
+from aggregations.rows import RAW_COLUMNS, SESSION_MINUTE_COLUMNS, BatchRange, SinkRows
+
+
+class ClickHouseWriter:
+    def __init__(self, db: ClickHouse, metrics: WorkerMetrics) -> None:
+        self._db = db
+        self._metrics = metrics
+
+    async def record_batch(self, batch: BatchRange) -> None:
+        """The write-ahead note: written before the batch's rows, so a replay can cut the same batch."""
+        row = (batch.consumer_group, batch.topic, batch.partition, batch.first_offset, batch.last_offset)
+        await self._timed("sink_batches", self._db.ainsert(
+            "sink_batches", [row], ("consumer_group", "topic", "partition", "first_offset", "last_offset")), 1)
+
+    async def find_batch_end(self, consumer_group: str, topic: str, partition: int, first_offset: int) -> int | None:
+        rows = await self._db.aquery(
+            "SELECT last_offset FROM sink_batches FINAL WHERE consumer_group = {g:String} AND topic = {t:String} "
+            "AND partition = {p:UInt32} AND first_offset = {o:UInt64} LIMIT 1",
+            {"g": consumer_group, "t": topic, "p": partition, "o": first_offset})
+        return rows[0][0] if rows else None
+
+    async def session_history(self, partition: int, before_offset: int,
+                              keys: list[tuple[str, int]]) -> dict[int, list[tuple[str, str, int]]]:
+        """(event_id, type, event_time_ms) of each session, as written by batches before this one."""
+        if not keys:
+            return {}
+        rows = await self._db.aquery(
+            "SELECT session_key, event_id, type, toUnixTimestamp64Milli(event_time) FROM events_raw "
+            "WHERE account IN {accounts:Array(String)} AND session_key IN {keys:Array(UInt64)} "
+            "AND NOT (kafka_partition = {p:UInt32} AND kafka_offset >= {o:UInt64})",
+            {"accounts": sorted({account for account, _ in keys}), "keys": sorted({key for _, key in keys}),
+             "p": partition, "o": before_offset})
+        history: dict[int, list[tuple[str, str, int]]] = {}
+        for session_key, event_id, event_type, time_ms in rows:
+            history.setdefault(session_key, []).append((event_id, event_type, time_ms))
+        return history
+
+    async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
+        """Raw events first (their view sums the additive metrics), then session-minutes (idempotent)."""
+        await self._timed("events_raw", self._db.ainsert(
+            "events_raw", rows.raw, RAW_COLUMNS, batch.token if batch else None), len(rows.raw))
+        await self._timed("session_minutes", self._db.ainsert(
+            "session_minutes", rows.session_minutes, SESSION_MINUTE_COLUMNS), len(rows.session_minutes))
+
+    async def _timed(self, table: str, insert: object, count: int) -> None:
+        if count == 0:
+            await insert  # type: ignore[misc]
+            return
+        started = time.perf_counter()
+        try:
+            await insert  # type: ignore[misc]
+        except ClickHouseError:
+            self._metrics.insert_failures.labels(table).inc()
+            raise
+        self._metrics.insert_latency.labels(table).observe(time.perf_counter() - started)
+        self._metrics.rows_written.labels(table).inc(count)

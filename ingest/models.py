@@ -1,0 +1,192 @@
+"""The beacon contract (what players send) and the enriched batch (what goes to Kafka).
+
+Validation is split in two on purpose: the envelope is all-or-nothing (a bad
+envelope is a 400), while each event is validated on its own so one bad event
+is rejected with its reason and the rest of the batch is still accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator, model_validator
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+Ident = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_-]+$")]
+Printable = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_control(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, str) and _CONTROL.search(value):
+                    raise ValueError(f"{key}: control characters are not allowed")
+        return data
+
+
+class Context(_Strict):
+    tz: str | None = None
+    user: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    page: Annotated[str, Field(max_length=2048)] | None = None
+    duration: Annotated[float, Field(ge=0)] | None = None
+
+    @field_validator("tz", mode="after")
+    @classmethod
+    def _drop_unknown_zone(cls, value: str | None) -> str | None:
+        """Invalid zone names are dropped, not fatal (beacon protocol)."""
+        if not value or len(value) > 64:
+            return None
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            return None
+        return value
+
+    @property
+    def domain(self) -> str:
+        if not self.page:
+            return ""
+        try:
+            return (urlsplit(self.page).hostname or "").lower()
+        except ValueError:
+            return ""
+
+
+class Envelope(_Strict):
+    """The batch's envelope; ``events`` stay raw here and are validated one by one."""
+
+    v: Literal[1] = 1
+    account: Annotated[Ident, Field(min_length=1, max_length=64)]
+    player: Annotated[Printable, Field(min_length=1, max_length=64)]
+    session: Annotated[Ident, Field(min_length=8, max_length=64)]
+    video: Annotated[Printable, Field(min_length=1, max_length=128)]
+    live: bool = False
+    sent_at: Annotated[int, Field(ge=0)] | None = None
+    context: Context = Context()
+    events: Annotated[list[Any], Field(min_length=1)]
+
+
+class _Event(_Strict):
+    id: Annotated[Printable, Field(min_length=1, max_length=64)]
+    ts: Annotated[int, Field(ge=0)]
+
+
+Ms = Annotated[int, Field(ge=0, le=600_000)]
+
+
+class Impression(_Event):
+    type: Literal["impression"]
+
+
+class View(_Event):
+    type: Literal["view"]
+
+
+class FirstFrame(_Event):
+    type: Literal["first_frame"]
+    startup_ms: Ms
+
+
+class _Progress(_Event):
+    watched_ms: Ms = 0
+    position: float | None = None
+    percentiles: Annotated[list[Annotated[int, Field(ge=0, le=100)]], Field(max_length=1000)] = []
+
+
+class Heartbeat(_Progress):
+    type: Literal["heartbeat"]
+
+
+class Stop(_Progress):
+    type: Literal["stop"]
+
+
+class Quartile(_Event):
+    type: Literal["quartile"]
+    percent: Literal[25, 50, 75, 100]
+
+
+class Rebuffer(_Event):
+    type: Literal["rebuffer"]
+    duration_ms: Ms
+
+
+class AdStart(_Event):
+    type: Literal["ad_start"]
+    server_side: bool = False
+
+
+class Error(_Event):
+    type: Literal["error"]
+    code: Annotated[str, Field(max_length=64)] = ""
+    message: Annotated[str, Field(max_length=256)] = ""
+    fatal: bool = True
+
+
+Event = Annotated[
+    Union[Impression, View, FirstFrame, Heartbeat, Quartile, Rebuffer, AdStart, Error, Stop],
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_TYPES = ("impression", "view", "first_frame", "heartbeat", "quartile", "rebuffer", "ad_start", "error", "stop")
+
+
+class EnrichedEvent(BaseModel):
+    """One accepted event as the worker sees it: validated fields plus corrected time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: str
+    ts: int
+    event_time_ms: int
+    watched_ms: int = 0
+    position: float | None = None
+    percentiles: list[int] = []
+    startup_ms: int | None = None
+    percent: int = 0
+    duration_ms: int = 0
+    server_side: bool = False
+    code: str = ""
+    message: str = ""
+    fatal: bool = False
+
+
+class EnrichedBatch(BaseModel):
+    """The Kafka message: one accepted beacon batch of one session, enriched.
+
+    Holds no raw IP and no raw User-Agent: only what was derived from them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    player: str
+    session: str
+    session_key: int
+    fingerprint: int
+    video: str
+    live: bool
+    tz: str
+    user: str
+    domain: str
+    duration_s: float | None
+    country: str
+    continent: str
+    subdivision: str
+    device_type: str
+    os: str
+    browser: str
+    is_bot: bool
+    received_at_ms: int
+    events: list[EnrichedEvent]

@@ -1,0 +1,80 @@
+"""One typed settings object per process, resolved once from ``VIDPULSE_*`` variables.
+
+Every process (tracker, worker, API, or all three in ``vidpulse up``) builds one
+``Settings``; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SALT = "vidpulse-development-salt-change-me"
+
+
+class Settings(BaseSettings):
+    """Configuration of every vidpulse process."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDPULSE_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field("", description="host:port[,host:port]; empty starts the local broker (up only)")
+    clickhouse_url: str = Field("chdb://./data/clickhouse", description="chdb://<dir> or http(s)://user:pass@host:port/db")
+    clickhouse_database: str = "vidpulse"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    topic_prefix: str = Field("vidpulse.", pattern=r"^[A-Za-z0-9._-]*$")
+    topic_partitions: int = Field(3, ge=1, le=1024)
+    session_timeout_s: int = Field(60, ge=1, le=3600)
+    fingerprint_salt: SecretStr = SecretStr(DEFAULT_SALT)
+    fingerprint_salt_rotation: bool = Field(False, description="rotate the salt daily: no multi-day uniques")
+    trusted_proxies: str = Field("", description="comma-separated IPs or CIDRs whose X-Forwarded-For is believed")
+    lateness_s: int = Field(7 * 24 * 3600, ge=60)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_events_per_batch: int = Field(500, ge=1)
+    produce_timeout_s: float = Field(10.0, gt=0)
+    flush_interval_s: float = Field(1.0, gt=0, description="a worker inserts at most once per table per partition per interval")
+    flush_max_events: int = Field(20_000, ge=1)
+    session_close_grace_s: int = Field(10, ge=0, description="wait this long past the timeout before closing a silent session")
+    data_dir: Path = Path("./data")
+    worker_group: str = Field("", description="Faust app id and consumer group; default <topic prefix>worker")
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("VIDPULSE_CLICKHOUSE_URL must start with chdb://, http:// or https://")
+        return url
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        for item in _split(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"VIDPULSE_TRUSTED_PROXIES: {item!r} is not an IP or CIDR") from exc
+        return value
+
+    @cached_property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies))
+
+    @property
+    def consumer_group(self) -> str:
+        return self.worker_group or f"{self.topic_prefix}worker"
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}events"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic_prefix}dead-letter"
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]

@@ -1,0 +1,42 @@
+"""Creates vidpulse's Kafka topics with the partition count the settings ask for."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    """Idempotent: existing topics are left as they are (their partition count included)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, partitions, 1) for name in names if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [topic.name for topic in missing])
+    finally:
+        await admin.close()
+
+
+async def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    """For /readyz of processes without a producer: can we list the broker's topics right now?"""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            await admin.list_topics()
+    except Exception:  # noqa: BLE001 - readiness is a yes/no question
+        return False
+    finally:
+        await admin.close()
+    return True

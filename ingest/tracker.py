@@ -1,0 +1,156 @@
+"""``POST /v1/track``: validate, enrich, publish, and answer 202 only once Kafka acknowledged."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ingest.enrich import Rejection, Sender, check_events, enrich, salt_for, validation_reason
+from ingest.identity import client_ip
+from ingest.metrics import TrackerMetrics
+from ingest.models import Envelope
+from ingest.producer import EventProducer, PublishError
+from ingest.settings import Settings
+
+ACCEPTED_TYPES = ("application/json", "text/plain")
+RETRY_AFTER_S = "5"
+
+
+class BeaconError(Exception):
+    """A request-level refusal; the one place mapping to an HTTP response is ``_error_response``."""
+
+    def __init__(self, status: int, error: str, detail: list[Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(error)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
+
+
+class Tracker:
+    def __init__(self, settings: Settings, producer: EventProducer, metrics: TrackerMetrics) -> None:
+        self._settings = settings
+        self._producer = producer
+        self._metrics = metrics
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/track", self.track, methods=["POST", "OPTIONS"])]
+
+    async def track(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return self._cors(request, Response(status_code=204, headers=_PREFLIGHT_HEADERS))
+        received_at_ms = int(time.time() * 1000)
+        try:
+            body = await self._read_body(request)
+            response = await self._accept(body, self._sender(request, received_at_ms))
+        except BeaconError as exc:
+            response = _error_response(exc)
+        self._metrics.beacons.labels(str(response.status_code)).inc()
+        return self._cors(request, response)
+
+    async def _read_body(self, request: Request) -> bytes:
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type not in ACCEPTED_TYPES:
+            raise BeaconError(415, f"Content-Type must be one of {', '.join(ACCEPTED_TYPES)}, not {media_type!r}")
+        limit = self._settings.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise BeaconError(413, f"body is larger than {limit} bytes")
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BeaconError(413, f"body is larger than {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect as exc:
+            raise BeaconError(400, "client disconnected before the body was complete") from exc
+        return b"".join(chunks)
+
+    def _sender(self, request: Request, received_at_ms: int) -> Sender:
+        peer = request.client.host if request.client else ""
+        ip = client_ip(peer, request.headers.get("x-forwarded-for"), self._settings.trusted_networks)
+        return Sender(received_at_ms, ip, request.headers.get("user-agent", ""))
+
+    async def _accept(self, body: bytes, sender: Sender) -> Response:
+        payload = _parse_json(body)
+        envelope = await self._envelope(payload, sender)
+        if len(envelope.events) > self._settings.max_events_per_batch:
+            raise BeaconError(413, f"at most {self._settings.max_events_per_batch} events per batch")
+        accepted, rejected = check_events(envelope, sender.received_at_ms, self._settings.lateness_s)
+        salt = salt_for(self._settings.fingerprint_salt.get_secret_value(),
+                        self._settings.fingerprint_salt_rotation, sender.received_at_ms)
+        batch = enrich(envelope, accepted, sender, salt)
+        letters = [_dead_letter(rejection, envelope, sender) for rejection in rejected]
+        await self._publish(batch, letters)
+        self._metrics.events_accepted.inc(len(accepted))
+        for rejection in rejected:
+            self._metrics.rejected(rejection.error)
+        return _json(202, {"accepted": len(accepted), "rejected": len(rejected),
+                           "errors": [{"index": r.index, "error": r.error} for r in rejected]})
+
+    async def _envelope(self, payload: Any, sender: Sender) -> Envelope:
+        try:
+            return Envelope.model_validate(payload)
+        except ValidationError as exc:
+            reason = validation_reason(exc, "envelope")
+            self._metrics.rejected(reason, _event_count(payload))
+            await self._dead_letter_quietly({"reason": reason, "received_at_ms": sender.received_at_ms, "body": payload})
+            detail = [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors(include_url=False)]
+            raise BeaconError(400, f"invalid envelope: {reason}", detail) from exc
+
+    async def _publish(self, batch: Any, letters: list[dict[str, Any]]) -> None:
+        try:
+            await self._producer.publish(batch, letters)
+        except PublishError as exc:
+            raise BeaconError(503, "cannot accept now: the event log did not acknowledge; retry the same batch",
+                              headers={"Retry-After": RETRY_AFTER_S}) from exc
+
+    async def _dead_letter_quietly(self, letter: dict[str, Any]) -> None:
+        """A 400 is the answer whether or not the dead-letter copy lands; the client gets its reason either way."""
+        try:
+            await self._producer.dead_letter(letter)
+        except PublishError:
+            pass
+
+    def _cors(self, request: Request, response: Response) -> Response:
+        origin = request.headers.get("origin")
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+
+_PREFLIGHT_HEADERS = {"Access-Control-Allow-Methods": "POST, OPTIONS",
+                      "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "86400"}
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BeaconError(400, f"body is not JSON: {exc}") from exc
+
+
+def _event_count(payload: Any) -> int:
+    events = payload.get("events") if isinstance(payload, dict) else None
+    return len(events) if isinstance(events, list) and events else 1
+
+
+def _dead_letter(rejection: Rejection, envelope: Envelope, sender: Sender) -> dict[str, Any]:
+    return {"reason": rejection.error, "received_at_ms": sender.received_at_ms, "account": envelope.account,
+            "session": envelope.session, "video": envelope.video, "index": rejection.index, "event": rejection.event}
+
+
+def _json(status: int, content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error_response(exc: BeaconError) -> Response:
+    content: dict[str, Any] = {"error": exc.error}
+    if exc.detail is not None:
+        content["detail"] = exc.detail
+    return _json(exc.status, content, exc.headers)

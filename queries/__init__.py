@@ -1,0 +1,1 @@
+"""The end of the pipeline: parsing questions, building SQL over the pre-aggregations, the query API."""

@@ -1,0 +1,76 @@
+"""The query API: /v1/timeseries and /v1/events in the shapes of Brightcove's Live Analytics API."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import ORJSONResponse
+from prometheus_client import CollectorRegistry, Histogram
+
+from aggregations.clickhouse import ClickHouse, ClickHouseError
+from queries import answers
+from queries.catalog import GROUPABLE, METRICS
+from queries.params import QueryError, parse_buckets, parse_page, parse_question
+
+AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the account's id")]
+Dimensions = Annotated[str | None, Query(description=f"comma-separated, of: {', '.join(GROUPABLE)}")]
+Metrics = Annotated[str | None, Query(description=f"comma-separated, of: {', '.join(METRICS)}")]
+Where = Annotated[str | None, Query(description="d1==v1,v2;d2==v3 (';' is AND, ',' is IN)")]
+From = Annotated[str | None, Query(alias="from", description="epoch ms or ISO 8601; default now - 32 days")]
+To = Annotated[str | None, Query(description="epoch ms or ISO 8601; default now; its minute is included")]
+
+
+class QueryMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.latency = Histogram("vidpulse_api_query_latency_seconds", "Query latency by endpoint and status.",
+                                 ["endpoint", "status"], registry=registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+def query_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
+    router = APIRouter(tags=["analytics"], default_response_class=ORJSONResponse)
+
+    @router.get("/v1/timeseries/accounts/{account_id}", summary="Metric values per time bucket")
+    async def timeseries(account_id: AccountId, dimensions: Dimensions = None,
+                         metrics_: Annotated[str | None, Query(alias="metrics")] = None, where: Where = None,
+                         start: From = None, to: To = None, bucket_duration: str | None = None,
+                         bucket_limit: str | None = None) -> Any:
+        async def run() -> Any:
+            question = parse_question(account_id, dimensions, metrics_, where, start, to)
+            buckets = parse_buckets(question, bucket_duration, bucket_limit)
+            return await answers.timeseries(db, question, buckets)
+        return await _answer("timeseries", metrics, run)
+
+    @router.get("/v1/events/accounts/{account_id}", summary="Metric totals over the range")
+    async def events(account_id: AccountId, dimensions: Dimensions = None,
+                     metrics_: Annotated[str | None, Query(alias="metrics")] = None, where: Where = None,
+                     start: From = None, to: To = None,
+                     sort: Annotated[str | None, Query(description="a requested metric, '-' for descending")] = None,
+                     limit: Annotated[str | None, Query(description="1..10000, default 100")] = None,
+                     offset: Annotated[str | None, Query(description="default 0")] = None) -> Any:
+        async def run() -> Any:
+            question = parse_question(account_id, dimensions, metrics_, where, start, to)
+            page = parse_page(sort, limit, offset, question.metrics)
+            return await answers.totals(db, question, *page)
+        return await _answer("events", metrics, run)
+
+    return router
+
+
+async def _answer(endpoint: str, metrics: QueryMetrics, run: Any) -> ORJSONResponse:
+    """The one mapping from failures to responses: a bad question is a 400, a database outage a 503."""
+    started = time.perf_counter()
+    try:
+        response = ORJSONResponse(await run())
+    except QueryError as exc:
+        content: dict[str, Any] = {"error": exc.error}
+        if exc.valid is not None:
+            content["valid"] = exc.valid
+        response = ORJSONResponse(content, status_code=400)
+    except ClickHouseError as exc:
+        response = ORJSONResponse({"error": f"the analytics database did not answer: {exc}"}, status_code=503,
+                                  headers={"Retry-After": "5"})
+    metrics.latency.labels(endpoint, str(response.status_code)).observe(time.perf_counter() - started)
+    return response

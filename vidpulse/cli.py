@@ -1,0 +1,83 @@
+"""``vidpulse``: run the whole pipeline in one process, or each part alone for scale-out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from aggregations.schema import migrate
+from ingest.settings import Settings
+from vidpulse.broker import BrokerError, local_broker
+from vidpulse.process import Process
+
+ROLES_BY_COMMAND = {"up": frozenset({"tracker", "worker", "api"}), "tracker": frozenset({"tracker"}),
+                    "worker": frozenset({"worker"}), "api": frozenset({"api"})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"vidpulse: bad configuration:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, settings)
+    except BrokerError as exc:
+        print(f"vidpulse: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "migrate":
+        applied = migrate(settings.clickhouse_url, settings.clickhouse_database)
+        print(f"applied migrations: {applied or 'none (up to date)'}")
+        return 0
+    if args.command == "simulate":
+        from ingest.simulator import run_simulation
+
+        return asyncio.run(run_simulation(args))
+    roles = ROLES_BY_COMMAND[args.command]
+    bootstrap = settings.kafka_bootstrap
+    if not bootstrap and roles & {"tracker", "worker"}:
+        if args.command != "up":
+            raise BrokerError("VIDPULSE_KAFKA_BOOTSTRAP is required for a lone tracker or worker")
+        bootstrap = local_broker()
+    asyncio.run(_serve(settings, roles, bootstrap))
+    return 0
+
+
+async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str) -> None:
+    app = Process(settings, roles, bootstrap).http_app()
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="info",
+                            proxy_headers=False, timeout_graceful_shutdown=30)
+    await uvicorn.Server(config).serve()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidpulse", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="tracker, worker and query API in one process (starts a local broker if none)")
+    commands.add_parser("tracker", help="POST /v1/track only")
+    commands.add_parser("worker", help="the Faust worker (with /metrics)")
+    commands.add_parser("api", help="the query API only")
+    commands.add_parser("migrate", help="apply ClickHouse schema migrations")
+    simulate = commands.add_parser("simulate", help="drive realistic player traffic and write the ground truth")
+    simulate.add_argument("--url", default="http://127.0.0.1:8080", help="the tracker's base URL")
+    simulate.add_argument("--account", default="1234")
+    simulate.add_argument("--sessions", type=int, default=200)
+    simulate.add_argument("--videos", type=int, default=5)
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--concurrency", type=int, default=50)
+    simulate.add_argument("--truth", default="truth.json", help="where to write the expected totals")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

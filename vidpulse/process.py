@@ -1,0 +1,113 @@
+"""One process's parts, built from one settings object, started and stopped in order, behind one HTTP app.
+
+Every HTTP process serves /healthz (alive), /readyz (its broker and database
+answer) and /metrics (Prometheus), beside whatever parts it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse, Response
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from aggregations.clickhouse import connect
+from aggregations.metrics import WorkerMetrics
+from aggregations.schema import migrate
+from aggregations.worker import Worker
+from ingest.metrics import TrackerMetrics
+from ingest.producer import EventProducer
+from ingest.settings import Settings
+from ingest.topics import broker_reachable, ensure_topics
+from ingest.tracker import Tracker
+from queries.api import QueryMetrics, query_router
+
+Check = Callable[[], Awaitable[bool]]
+ROLES = frozenset({"tracker", "worker", "api"})
+
+
+class Process:
+    """The parts named in ``roles`` (of "tracker", "worker", "api"); build inside a running event loop."""
+
+    def __init__(self, settings: Settings, roles: frozenset[str], bootstrap: str) -> None:
+        self.settings, self.roles, self.bootstrap = settings, roles, bootstrap
+        self.registry = CollectorRegistry()
+        self.checks: dict[str, Check] = {}
+        self.db = self.producer = self.worker = None
+        if roles & {"worker", "api"}:
+            migrate(settings.clickhouse_url, settings.clickhouse_database)
+            self.db = connect(settings.clickhouse_url, settings.clickhouse_database)
+            self.checks["clickhouse"] = self.db.ping
+        if "tracker" in roles:
+            self.tracker_metrics = TrackerMetrics(self.registry)
+            self.producer = EventProducer(bootstrap, settings.events_topic, settings.dead_letter_topic,
+                                          settings.produce_timeout_s, self.tracker_metrics)
+            self.checks["kafka"] = self.producer.ready
+        elif "worker" in roles:
+            self.checks["kafka"] = functools.partial(broker_reachable, bootstrap)
+        if "worker" in roles and self.db is not None:
+            self.worker = Worker(settings, bootstrap, self.db, WorkerMetrics(self.registry))
+
+    async def start(self) -> None:
+        if self.roles & {"tracker", "worker"}:
+            await ensure_topics(self.bootstrap, [self.settings.events_topic, self.settings.dead_letter_topic],
+                                self.settings.topic_partitions)
+        if self.producer:
+            await self.producer.start()
+        if self.worker:
+            await self.worker.start()
+
+    async def stop(self) -> None:
+        """Worker first (it flushes to ClickHouse), then the producer, then the database."""
+        if self.worker:
+            await self.worker.stop()
+        if self.producer:
+            await self.producer.stop()
+        if self.db:
+            self.db.close()
+
+    def http_app(self) -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPIOffline(title="vidpulse", version="1", lifespan=lifespan, default_response_class=ORJSONResponse,
+                             description="Player analytics: beacons in, Brightcove-style analytics out.")
+        app.add_exception_handler(RequestValidationError, _bad_request)
+        app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
+        if self.producer:
+            app.router.routes.extend(Tracker(self.settings, self.producer, self.tracker_metrics).routes())
+        if "api" in self.roles and self.db is not None:
+            app.include_router(query_router(self.db, QueryMetrics(self.registry)))
+        return app
+
+    async def _readyz(self) -> Response:
+        results = {name: await check() for name, check in self.checks.items()}
+        ready = all(results.values())
+        return ORJSONResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
+
+    async def _metrics(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _bad_request(_: Request, exc: Exception) -> Response:
+    """FastAPI's own validation errors (a malformed account id, say) are 400s with the reason, like ours."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"field": ".".join(map(str, e.get("loc", ()))), "error": e.get("msg", "")} for e in errors]
+    first = detail[0] if detail else {"field": "request", "error": str(exc)}
+    return ORJSONResponse({"error": f"{first['field']}: {first['error']}", "detail": detail}, status_code=400)
