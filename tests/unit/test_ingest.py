@@ -1,0 +1,102 @@
+"""The beacon contract and enrichment, with plain data."""
+
+import ipaddress
+
+import pytest
+from pydantic import ValidationError
+
+from ingest.enrich import Sender, check_events, enrich
+from ingest.geo import locate
+from ingest.identity import client_ip, fingerprint, session_key
+from ingest.models import Envelope
+from ingest.timing import event_time_ms, time_error
+from ingest.useragent import classify
+
+NOW = 1_700_000_000_000
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1")
+
+
+def envelope(**overrides):
+    body = {"account": "1234", "player": "p", "session": "abcdefgh", "video": "5555",
+            "events": [{"id": "1", "type": "view", "ts": NOW}]}
+    body.update(overrides)
+    return Envelope.model_validate(body)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"v": 2}, {"account": "a b"}, {"session": "short"}, {"video": ""}, {"player": "bad\x07"}, {"events": []},
+    {"account": "x" * 65},
+])
+def test_bad_envelopes_are_refused(overrides):
+    with pytest.raises(ValidationError):
+        envelope(**overrides)
+
+
+def test_strings_are_trimmed_and_unknown_zones_dropped():
+    env = envelope(video=" 5555 ", context={"tz": "Mars/Olympus", "page": "https://Example.com/w?x=1"})
+    assert env.video == "5555"
+    assert env.context.tz is None
+    assert env.context.domain == "example.com"
+
+
+def test_each_event_is_judged_alone():
+    env = envelope(events=[
+        {"id": "1", "type": "view", "ts": NOW},
+        {"id": "2", "type": "first_frame", "ts": NOW, "startup_ms": 600_001},
+        {"id": "3", "type": "quartile", "ts": NOW, "percent": 30},
+        {"id": "1", "type": "heartbeat", "ts": NOW},
+        {"id": "5", "type": "heartbeat", "ts": NOW + 61_000},
+        {"id": "6", "type": "heartbeat", "ts": NOW - 8 * 24 * 3600 * 1000},
+        {"id": "7", "type": "stop", "ts": NOW, "watched_ms": 500},
+    ])
+    accepted, rejected = check_events(env, NOW, 7 * 24 * 3600)
+    assert [event.id for event in accepted] == ["1", "7"]
+    reasons = {r.index: r.error.split(":")[0] for r in rejected}
+    assert reasons == {1: "invalid", 2: "invalid", 3: "duplicate_id", 4: "in_future", 5: "too_late"}
+
+
+def test_event_time_corrects_the_device_clock():
+    # device clock 1 h fast: sent_at and ts are both 1 h ahead; the correction cancels it
+    assert event_time_ms(NOW, NOW + 3_600_000, NOW + 3_600_000 - 5_000) == NOW - 5_000
+    assert event_time_ms(NOW, None, NOW - 5_000) == NOW - 5_000
+    assert time_error(NOW + 60_000, NOW, 3600) is None
+    assert time_error(NOW + 60_001, NOW, 3600).startswith("in_future")
+
+
+def test_forwarded_for_only_from_trusted_proxies():
+    trusted = [ipaddress.ip_network("10.0.0.0/8")]
+    assert client_ip("10.1.1.1", "1.2.3.4, 5.6.7.8, 10.0.0.2", trusted) == "5.6.7.8"
+    assert client_ip("9.9.9.9", "1.2.3.4", trusted) == "9.9.9.9"
+    assert client_ip("10.1.1.1", "not-an-ip", trusted) == "10.1.1.1"
+
+
+def test_fingerprint_is_keyed_and_stable():
+    one = fingerprint(b"salt", "1234", "1.2.3.4", "UA", "p")
+    assert one == fingerprint(b"salt", "1234", "1.2.3.4", "UA", "p")
+    assert one != fingerprint(b"other", "1234", "1.2.3.4", "UA", "p")
+    assert one != fingerprint(b"salt", "1234", "1.2.3.5", "UA", "p")
+    assert 0 <= one < 2 ** 64
+    assert session_key("1234", one, "abcdefgh") != session_key("1234", one, "abcdefgi")
+
+
+def test_user_agents_are_classified():
+    assert classify(IPHONE)[:3] == ("mobile", "iOS", "Mobile Safari")
+    assert classify("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)").is_bot
+    assert classify("Mozilla/5.0 (PlayStation 5 3.11) AppleWebKit/605.1.15").device_type == "console"
+    assert classify("").device_type == "other"
+
+
+def test_geo_unknown_is_zz_never_an_error():
+    assert locate("8.8.8.8")[:2] == ("US", "NA")
+    assert locate("10.0.0.1") == ("ZZ", "", "")
+    assert locate("nonsense") == ("ZZ", "", "")
+
+
+def test_enriched_batch_keeps_no_raw_ip_or_user_agent():
+    env = envelope(context={"user": "u1"})
+    accepted, _ = check_events(env, NOW, 3600)
+    batch = enrich(env, accepted, Sender(NOW, "81.2.69.142", IPHONE), b"salt")
+    dumped = batch.model_dump_json()
+    assert "81.2.69.142" not in dumped and "iPhone OS" not in dumped
+    assert (batch.country, batch.continent, batch.device_type, batch.user) == ("GB", "EU", "mobile", "u1")

@@ -1,0 +1,72 @@
+from aggregations.sessions import SessionState, advance, close, minutes_between
+
+M = 60_000
+T = 60_000  # session timeout
+
+
+def test_instant_counts_its_own_minute_at_once():
+    state = SessionState()
+    assert advance(state, "view", 10 * M + 5_000, T) == {10 * M}
+
+
+def test_impression_is_not_activity():
+    state = SessionState()
+    assert advance(state, "impression", 10 * M, T) == set()
+    # nor does it open a stretch: the next event's minute is all there is
+    assert advance(state, "view", 13 * M + 1, T) == {13 * M}
+
+
+def test_stretch_emitted_when_next_event_arrives():
+    state = SessionState()
+    advance(state, "view", 10 * M + 50_000, T)
+    # next heartbeat 30 s later crosses into minute 11: the stretch covers 10 and 11
+    assert advance(state, "heartbeat", 11 * M + 20_000, T) == {10 * M, 11 * M}
+
+
+def test_stretch_capped_by_timeout():
+    state = SessionState()
+    advance(state, "view", 10 * M + 10_000, T)
+    # 5 minutes of silence: stretch is [10:10, 11:10), then the new instant at 15:10
+    assert advance(state, "heartbeat", 15 * M + 10_000, T) == {10 * M, 11 * M, 15 * M}
+
+
+def test_stop_ends_activity():
+    state = SessionState()
+    advance(state, "view", 10 * M, T)
+    assert advance(state, "stop", 10 * M + 30_000, T) == {10 * M}
+    assert state.closed
+    assert close(state, 100 * M, T, 0) == set()
+    assert advance(state, "view", 20 * M, T) == {20 * M}
+
+
+def test_close_waits_for_timeout_and_grace():
+    state = SessionState()
+    advance(state, "heartbeat", 10 * M + 30_000, T)
+    assert close(state, 11 * M + 30_000 + 9_999, T, 10_000) == set()
+    assert close(state, 11 * M + 40_000, T, 10_000) == {10 * M, 11 * M}
+    assert state.closed
+    assert close(state, 20 * M, T, 10_000) == set()
+
+
+def test_out_of_order_event_adds_only_its_instant():
+    state = SessionState()
+    advance(state, "heartbeat", 20 * M, T)
+    assert advance(state, "heartbeat", 12 * M, T) == {12 * M}
+    assert state.last_time_ms == 20 * M
+
+
+def test_minutes_between_is_half_open():
+    assert minutes_between(10 * M, 11 * M) == {10 * M}
+    assert minutes_between(10 * M, 11 * M + 1) == {10 * M, 11 * M}
+    assert minutes_between(5, 5) == set()
+
+
+def test_history_rebuild_matches_live_state():
+    live = SessionState()
+    events = [("1", "impression", 1 * M), ("2", "view", 2 * M), ("3", "heartbeat", 2 * M + 10_000)]
+    for _, kind, when in events:
+        advance(live, kind, when, T)
+    rebuilt = SessionState.from_history(list(reversed(events)))
+    assert (rebuilt.last_time_ms, rebuilt.last_type, rebuilt.closed) == (live.last_time_ms, live.last_type, live.closed)
+    assert rebuilt.seen_ids == {"1", "2", "3"}
+    assert SessionState.from_history([("9", "stop", 5 * M)]).closed

@@ -1,0 +1,196 @@
+"""The sink's contract with a recording writer: ack after write, dedup, same batch on replay."""
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aggregations.metrics import WorkerMetrics
+from aggregations.rows import BatchRange, SinkRows
+from aggregations.sink import EventSink, SinkConfig
+from ingest.models import EnrichedBatch, EnrichedEvent
+
+M = 60_000
+BASE = 1_700_000_000_000 - 1_700_000_000_000 % M
+
+
+def batch(session_key: int, *events: tuple[str, str, int], is_bot: bool = False) -> EnrichedBatch:
+    return EnrichedBatch(
+        account="a", player="p", session=f"s{session_key:08d}", session_key=session_key, fingerprint=session_key * 7,
+        video="v", live=False, tz="", user="", domain="", duration_s=None, country="ZZ", continent="",
+        subdivision="", device_type="desktop", os="", browser="", is_bot=is_bot, received_at_ms=BASE,
+        events=[EnrichedEvent(id=i, type=t, ts=when, event_time_ms=when, watched_ms=1000) for i, t, when in events])
+
+
+class RecordingWriter:
+    """Keeps what a ClickHouse would keep: raw blocks deduplicated by token, session-minutes as a set."""
+
+    def __init__(self, fail_writes: int = 0) -> None:
+        self.batches: dict[tuple[int, int], int] = {}
+        self.blocks: dict[str, list[tuple]] = {}
+        self.session_minutes: set[tuple] = set()
+        self.fail_writes = fail_writes
+
+    async def record_batch(self, batch: BatchRange) -> None:
+        self.batches[(batch.partition, batch.first_offset)] = batch.last_offset
+
+    async def find_batch_end(self, group, topic, partition, first_offset):
+        return self.batches.get((partition, first_offset))
+
+    async def session_history(self, partition, before_offset, keys):
+        history: dict[int, list] = {}
+        wanted = {key for _, key in keys}
+        for row in self.raw_rows():
+            key, event_id, kind, part, offset = row[2], row[4], row[5], row[-2], row[-1]
+            if key in wanted and not (part == partition and offset >= before_offset):
+                history.setdefault(key, []).append((event_id, kind, int(row[6].timestamp() * 1000)))
+        return history
+
+    async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
+        if self.fail_writes:
+            self.fail_writes -= 1
+            raise ConnectionError("database down")
+        if batch is not None:
+            self.blocks.setdefault(batch.token, list(rows.raw))
+        self.session_minutes |= {(r[1], r[-2]) for r in rows.session_minutes}
+
+    def raw_rows(self) -> list[tuple]:
+        return [row for block in self.blocks.values() for row in block]
+
+    def event_ids(self) -> list[str]:
+        return sorted(row[4] for row in self.raw_rows())
+
+
+class Harness:
+    def __init__(self, writer: RecordingWriter, max_events: int = 1000) -> None:
+        self.acked: list[int] = []
+        config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=3600,
+                            flush_max_events=max_events)
+
+        async def ack(handle):
+            self.acked.append(handle)
+
+        self.sink = EventSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
+                              caught_up=lambda partition, offset: True, clock_ms=lambda: BASE + 100 * M)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_acks_only_after_the_write():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=2)
+
+    async def scenario():
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE)), handle=0)
+        assert harness.acked == [] and writer.blocks == {}
+        await harness.sink.add(0, 1, batch(1, ("2", "heartbeat", BASE + 10_000)), handle=1)
+
+    run(scenario())
+    assert harness.acked == [0, 1]
+    assert writer.event_ids() == ["1", "2"]
+
+
+def test_failed_write_is_retried_not_skipped(monkeypatch):
+    monkeypatch.setattr("aggregations.sink.RETRY_BACKOFF_S", (0,))
+    writer = RecordingWriter(fail_writes=3)
+    harness = Harness(writer, max_events=1)
+    run(harness.sink.add(0, 0, batch(1, ("1", "view", BASE)), handle=0))
+    assert harness.acked == [0]
+    assert writer.event_ids() == ["1"]
+
+
+def test_retried_events_are_counted_once():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1)
+
+    async def scenario():
+        for offset in range(3):  # the same beacon batch published three times
+            await harness.sink.add(0, offset, batch(1, ("1", "view", BASE), ("2", "heartbeat", BASE + 1)), offset)
+
+    run(scenario())
+    assert writer.event_ids() == ["1", "2"]
+    assert harness.acked == [0, 1, 2]
+
+
+def test_retry_after_restart_is_caught_from_history():
+    writer = RecordingWriter()
+    run(Harness(writer, max_events=1).sink.add(0, 0, batch(1, ("1", "view", BASE)), 0))
+    # a new worker (empty memory) sees the client's retry of the same events
+    run(Harness(writer, max_events=1).sink.add(0, 1, batch(1, ("1", "view", BASE)), 1))
+    assert writer.event_ids() == ["1"]
+
+
+def test_replay_after_crash_cuts_the_same_batch_and_writes_it_once():
+    writer = RecordingWriter()
+    first = Harness(writer, max_events=3)
+    messages = [batch(k, (f"{k}", "view", BASE + k)) for k in range(1, 6)]
+
+    async def crashed_run():
+        for offset, message in enumerate(messages[:3]):
+            await first.sink.add(0, offset, message, offset)
+
+    run(crashed_run())
+    assert writer.batches == {(0, 0): 2}
+    # Crash after the write but before the commit: the replay restarts at offset 0 with
+    # a smaller size limit, yet must cut [0, 2] again so the token matches.
+    replay = Harness(writer, max_events=1)
+
+    async def replayed_run():
+        for offset, message in enumerate(messages):
+            await replay.sink.add(0, offset, message, offset)
+        await replay.sink.flush_all()
+
+    run(replayed_run())
+    assert writer.event_ids() == ["1", "2", "3", "4", "5"]
+    assert replay.acked == [0, 1, 2, 3, 4]
+    assert sorted(writer.blocks) == ["g/t/0/0-2", "g/t/0/3-3", "g/t/0/4-4"]
+
+
+def test_bots_are_kept_raw_but_not_concurrent():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1)
+    run(harness.sink.add(0, 0, batch(9, ("1", "view", BASE), is_bot=True), 0))
+    assert writer.event_ids() == ["1"]
+    assert writer.session_minutes == set()
+
+
+def test_silent_session_is_closed_by_the_timer():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1)
+
+    async def scenario():
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE + 30_000)), 0)
+        await harness.sink.flush_due()
+
+    run(scenario())
+    minutes = sorted(minute for minute, _ in writer.session_minutes)
+    assert [int(m.timestamp() * 1000) for m in minutes] == [BASE, BASE + M]
+
+
+def test_unreadable_message_is_acknowledged_and_written_nowhere():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1)
+
+    async def scenario():
+        await harness.sink.add(0, 0, None, 0)
+        await harness.sink.add(0, 1, batch(1, ("1", "view", BASE)), 1)
+
+    run(scenario())
+    assert harness.acked == [0, 1]
+    assert writer.event_ids() == ["1"]
+
+
+@pytest.mark.parametrize("revoked", [{0}, {0, 1}])
+def test_revoked_partitions_drop_their_pending_batch(revoked):
+    writer = RecordingWriter()
+    harness = Harness(writer)
+
+    async def scenario():
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE)), 0)
+        await harness.sink.forget(revoked)
+        await harness.sink.flush_all()
+
+    run(scenario())
+    assert harness.acked == [] and writer.blocks == {}
