@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest.enrich import Rejection, Sender, check_events, enrich, salt_for, validation_reason
+from ingest.http import OrjsonResponse
 from ingest.identity import client_ip
 from ingest.metrics import TrackerMetrics
 from ingest.models import Envelope
@@ -146,7 +147,7 @@ def _dead_letter(rejection: Rejection, envelope: Envelope, sender: Sender) -> di
 
 
 def _json(status: int, content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
+    return OrjsonResponse(content, status_code=status, headers=headers)
 
 
 def _error_response(exc: BeaconError) -> Response:

@@ -6,10 +6,10 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import ORJSONResponse
 from prometheus_client import CollectorRegistry, Histogram
 
 from aggregations.clickhouse import ClickHouse, ClickHouseError
+from ingest.http import OrjsonResponse
 from queries import answers
 from queries.catalog import GROUPABLE, METRICS
 from queries.params import QueryError, parse_buckets, parse_page, parse_question
@@ -30,7 +30,7 @@ class QueryMetrics:
 
 
 def query_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
-    router = APIRouter(tags=["analytics"], default_response_class=ORJSONResponse)
+    router = APIRouter(tags=["analytics"], default_response_class=OrjsonResponse)
 
     @router.get("/v1/timeseries/accounts/{account_id}", summary="Metric values per time bucket")
     async def timeseries(account_id: AccountId, dimensions: Dimensions = None,
@@ -59,18 +59,18 @@ def query_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
     return router
 
 
-async def _answer(endpoint: str, metrics: QueryMetrics, run: Any) -> ORJSONResponse:
+async def _answer(endpoint: str, metrics: QueryMetrics, run: Any) -> OrjsonResponse:
     """The one mapping from failures to responses: a bad question is a 400, a database outage a 503."""
     started = time.perf_counter()
     try:
-        response = ORJSONResponse(await run())
+        response = OrjsonResponse(await run())
     except QueryError as exc:
         content: dict[str, Any] = {"error": exc.error}
         if exc.valid is not None:
             content["valid"] = exc.valid
-        response = ORJSONResponse(content, status_code=400)
+        response = OrjsonResponse(content, status_code=400)
     except ClickHouseError as exc:
-        response = ORJSONResponse({"error": f"the analytics database did not answer: {exc}"}, status_code=503,
+        response = OrjsonResponse({"error": f"the analytics database did not answer: {exc}"}, status_code=503,
                                   headers={"Retry-After": "5"})
     metrics.latency.labels(endpoint, str(response.status_code)).observe(time.perf_counter() - started)
     return response

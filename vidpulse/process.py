@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
+
+from ingest.http import OrjsonResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -80,7 +82,7 @@ class Process:
             finally:
                 await self.stop()
 
-        app = FastAPIOffline(title="vidpulse", version="1", lifespan=lifespan, default_response_class=ORJSONResponse,
+        app = FastAPIOffline(title="vidpulse", version="1", lifespan=lifespan, default_response_class=OrjsonResponse,
                              description="Player analytics: beacons in, Brightcove-style analytics out.")
         app.add_exception_handler(RequestValidationError, _bad_request)
         app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
@@ -95,7 +97,7 @@ class Process:
     async def _readyz(self) -> Response:
         results = {name: await check() for name, check in self.checks.items()}
         ready = all(results.values())
-        return ORJSONResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
+        return OrjsonResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
 
     async def _metrics(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -110,4 +112,4 @@ async def _bad_request(_: Request, exc: Exception) -> Response:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     detail = [{"field": ".".join(map(str, e.get("loc", ()))), "error": e.get("msg", "")} for e in errors]
     first = detail[0] if detail else {"field": "request", "error": str(exc)}
-    return ORJSONResponse({"error": f"{first['field']}: {first['error']}", "detail": detail}, status_code=400)
+    return OrjsonResponse({"error": f"{first['field']}: {first['error']}", "detail": detail}, status_code=400)

@@ -1,0 +1,70 @@
+"""Runs ``vidpulse up`` as a real child process for end-to-end tests, and can SIGKILL it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class VidpulseProcess:
+    """One all-in-one vidpulse (tracker, worker, API) on its own chdb folder, topics and port."""
+
+    def __init__(self, bootstrap: str, workdir: Path, run_id: str, **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "vidpulse.log"
+        self.env = {**os.environ, "VIDPULSE_KAFKA_BOOTSTRAP": bootstrap,
+                    "VIDPULSE_CLICKHOUSE_URL": f"chdb://{workdir / 'clickhouse'}",
+                    "VIDPULSE_DATA_DIR": str(workdir), "VIDPULSE_HTTP_PORT": str(self.port),
+                    "VIDPULSE_TOPIC_PREFIX": f"test-{run_id}.", "VIDPULSE_TRUSTED_PROXIES": "127.0.0.1",
+                    **{f"VIDPULSE_{name.upper()}": value for name, value in settings.items()}}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120) -> VidpulseProcess:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "vidpulse.cli", "up"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vidpulse up exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self._ready():
+                return self
+            time.sleep(0.3)
+        raise RuntimeError(f"vidpulse up not ready after {timeout_s} s:\n{self.log_tail()}")
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
