@@ -58,6 +58,7 @@ class _Session:
     state: sessions.SessionState
     identity: SessionIdentity
     partition: int
+    arrived_ms: int = 0  # wall clock of the last batch: late beacons arrive in bursts, not in event time
 
 
 class EventSink:
@@ -71,6 +72,7 @@ class EventSink:
         self._pending: dict[int, _Pending] = {}
         self._next_offset: dict[int, int] = {}
         self._watermark_ms: dict[int, int] = {}
+        self._recorded: dict[int, dict[int, int]] = {}
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._lock = asyncio.Lock()
 
@@ -114,16 +116,23 @@ class EventSink:
                 self._pending.pop(partition, None)
                 self._next_offset.pop(partition, None)
                 self._watermark_ms.pop(partition, None)
+                self._recorded.pop(partition, None)
             for key in [k for k, s in self._sessions.items() if s.partition in partitions]:
                 del self._sessions[key]
             self._metrics.open_sessions.set(len(self._sessions))
 
     async def _open(self, partition: int, offset: int) -> _Pending:
-        """A batch starting where a replay starts may have been cut before: cut it the same way."""
-        forced_last = None
+        """A batch may start where a replay of batches cut before starts: cut it the same way.
+
+        On the first batch after a seek (assignment, restart) every batch
+        recorded from that offset on is loaded; each later batch that opens at
+        a recorded start gets that record's end, so the whole replay chains
+        through the same cuts as the first run.
+        """
         if self._next_offset.get(partition) != offset:
-            forced_last = await self._retrying(lambda: self._writer.find_batch_end(
+            self._recorded[partition] = await self._retrying(lambda: self._writer.recorded_batches(
                 self._config.consumer_group, self._config.topic, partition, offset))
+        forced_last = self._recorded.get(partition, {}).pop(offset, None)
         pending = _Pending(offset, forced_last, time.monotonic())
         self._pending[partition] = pending
         return pending
@@ -159,6 +168,7 @@ class EventSink:
                 continue
             cached = self._sessions[batch.session_key]
             cached.identity = SessionIdentity.of(batch)
+            cached.arrived_ms = self._clock_ms()
             self._sessions.move_to_end(batch.session_key)
             minutes: set[int] = set()
             for event in batch.events:
@@ -187,12 +197,20 @@ class EventSink:
             self._sessions[key] = _Session(state, SessionIdentity.of(batch), partition)
 
     def _close_silent(self, partition: int | None) -> list[tuple[Any, ...]]:
-        """Ends stretches no event can shorten any more; closed sessions leave the cache."""
+        """Ends stretches no event can shorten any more; closed sessions leave the cache.
+
+        A session closes once its last event is older than timeout + grace (in
+        event time) and no batch of it arrived for the grace (in wall-clock
+        time), so a stop that follows late events in the next batch still
+        shortens the stretch.
+        """
         rows: list[tuple[Any, ...]] = []
         now_ms = self._clock_ms()
         for key, cached in list(self._sessions.items()):
             if partition is not None and cached.partition != partition:
                 continue
+            if now_ms - cached.arrived_ms < self._config.close_grace_ms:
+                continue  # more of this session may be in flight, whatever its event times say
             minutes = sessions.close(cached.state, self._closing_time(cached.partition, now_ms),
                                      self._config.session_timeout_ms, self._config.close_grace_ms)
             rows += cached.identity.minute_rows(minutes)

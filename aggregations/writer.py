@@ -20,12 +20,14 @@ class ClickHouseWriter:
         await self._timed("sink_batches", self._db.ainsert(
             "sink_batches", [row], ("consumer_group", "topic", "partition", "first_offset", "last_offset")), 1)
 
-    async def find_batch_end(self, consumer_group: str, topic: str, partition: int, first_offset: int) -> int | None:
+    async def recorded_batches(self, consumer_group: str, topic: str, partition: int,
+                               from_offset: int) -> dict[int, int]:
+        """first_offset -> last_offset of every batch recorded from ``from_offset`` on: what a replay must cut again."""
         rows = await self._db.aquery(
-            "SELECT last_offset FROM sink_batches FINAL WHERE consumer_group = {g:String} AND topic = {t:String} "
-            "AND partition = {p:UInt32} AND first_offset = {o:UInt64} LIMIT 1",
-            {"g": consumer_group, "t": topic, "p": partition, "o": first_offset})
-        return rows[0][0] if rows else None
+            "SELECT first_offset, last_offset FROM sink_batches FINAL WHERE consumer_group = {g:String} "
+            "AND topic = {t:String} AND partition = {p:UInt32} AND first_offset >= {o:UInt64}",
+            {"g": consumer_group, "t": topic, "p": partition, "o": from_offset})
+        return dict(rows)
 
     async def session_history(self, partition: int, before_offset: int,
                               keys: list[tuple[str, int]]) -> dict[int, list[tuple[str, str, int]]]:

@@ -34,8 +34,8 @@ class RecordingWriter:
     async def record_batch(self, batch: BatchRange) -> None:
         self.batches[(batch.partition, batch.first_offset)] = batch.last_offset
 
-    async def find_batch_end(self, group, topic, partition, first_offset):
-        return self.batches.get((partition, first_offset))
+    async def recorded_batches(self, group, topic, partition, from_offset):
+        return {first: last for (part, first), last in self.batches.items() if part == partition and first >= from_offset}
 
     async def session_history(self, partition, before_offset, keys):
         history: dict[int, list] = {}
@@ -62,16 +62,17 @@ class RecordingWriter:
 
 
 class Harness:
-    def __init__(self, writer: RecordingWriter, max_events: int = 1000) -> None:
+    def __init__(self, writer: RecordingWriter, max_events: int = 1000, grace_ms: int = 0) -> None:
         self.acked: list[int] = []
-        config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=3600,
+        self.now_ms = BASE + 100 * M
+        config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=grace_ms, flush_interval_s=3600,
                             flush_max_events=max_events)
 
         async def ack(handle):
             self.acked.append(handle)
 
         self.sink = EventSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
-                              caught_up=lambda partition, offset: True, clock_ms=lambda: BASE + 100 * M)
+                              caught_up=lambda partition, offset: True, clock_ms=lambda: self.now_ms)
 
 
 def run(coro):
@@ -148,6 +149,22 @@ def test_replay_after_crash_cuts_the_same_batch_and_writes_it_once():
     assert sorted(writer.blocks) == ["g/t/0/0-2", "g/t/0/3-3", "g/t/0/4-4"]
 
 
+def test_replay_chains_through_every_batch_cut_before():
+    writer = RecordingWriter()
+    messages = [batch(k, (f"{k}", "view", BASE + k)) for k in range(1, 8)]
+
+    async def run_with(limit, count):
+        harness = Harness(writer, max_events=limit)
+        for offset, message in enumerate(messages[:count]):
+            await harness.sink.add(0, offset, message, offset)
+        await harness.sink.flush_all()
+
+    run(run_with(2, 5))  # cuts [0-1] [2-3] [4-4], then dies before committing anything
+    run(run_with(3, 7))  # replays from 0 with another limit: must cut [0-1] [2-3] [4-4] again
+    assert sorted(writer.blocks) == ["g/t/0/0-1", "g/t/0/2-3", "g/t/0/4-4", "g/t/0/5-6"]
+    assert writer.event_ids() == [str(k) for k in range(1, 8)]
+
+
 def test_bots_are_kept_raw_but_not_concurrent():
     writer = RecordingWriter()
     harness = Harness(writer, max_events=1)
@@ -167,6 +184,24 @@ def test_silent_session_is_closed_by_the_timer():
     run(scenario())
     minutes = sorted(minute for minute, _ in writer.session_minutes)
     assert [int(m.timestamp() * 1000) for m in minutes] == [BASE, BASE + M]
+
+
+def test_late_beacons_of_one_session_are_not_closed_between_batches():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1, grace_ms=10_000)
+
+    async def scenario():
+        # an hour-old session delivered in two batches a moment apart; the stop is in the second
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE + 30_000)), 0)
+        await harness.sink.flush_due()
+        harness.now_ms += 50
+        await harness.sink.add(0, 1, batch(1, ("2", "stop", BASE + 40_000)), 1)
+        harness.now_ms += 20_000
+        await harness.sink.flush_due()
+
+    run(scenario())
+    minutes = {int(minute.timestamp() * 1000) for minute, _ in writer.session_minutes}
+    assert minutes == {BASE}  # the stop ended it inside its first minute: no timeout stretch into the next
 
 
 def test_unreadable_message_is_acknowledged_and_written_nowhere():

@@ -1,0 +1,23 @@
+"""Builds beacon envelopes and posts them, for end-to-end tests (no pipeline code involved)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+
+
+def envelope(session: str, video: str, events: list[dict[str, Any]], account: str = "1234", player: str = "web",
+             **extra: Any) -> dict[str, Any]:
+    return {"account": account, "player": player, "session": session, "video": video, "events": events, **extra}
+
+
+def post(client: httpx.Client, body: dict[str, Any], ip: str = "8.8.8.8", user_agent: str = DESKTOP) -> dict[str, Any]:
+    """Posts one batch as a player behind a trusted proxy would; fails on anything but a full acceptance."""
+    response = client.post("/v1/track", json=body, headers={"X-Forwarded-For": ip, "User-Agent": user_agent})
+    assert response.status_code == 202, response.text
+    result = response.json()
+    assert result["rejected"] == 0, result
+    return result
