@@ -1,7 +1,9 @@
-"""Builds beacon envelopes and posts them, for end-to-end tests (no pipeline code involved)."""
+"""Builds beacon envelopes, posts them and reads the API back, for end-to-end tests (no pipeline code involved)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,3 +23,19 @@ def post(client: httpx.Client, body: dict[str, Any], ip: str = "8.8.8.8", user_a
     result = response.json()
     assert result["rejected"] == 0, result
     return result
+
+
+def get(process: Any, endpoint: str, account: str, **params: str) -> dict[str, Any]:
+    response = httpx.get(f"{process.url}/v1/{endpoint}/accounts/{account}", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def eventually(fetch: Callable[[], Any], expected: Any, timeout_s: float = 45) -> Any:
+    """Polls until the pipeline has caught up; returns the last answer for the assertion's diff."""
+    deadline = time.monotonic() + timeout_s
+    answer = fetch()
+    while answer != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        answer = fetch()
+    return answer

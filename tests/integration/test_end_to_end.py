@@ -8,14 +8,14 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from ingest import truth
-from tests.integration.beacons import DESKTOP, envelope, post
+from tests.integration.beacons import DESKTOP, envelope, eventually, get, post
 from tests.vidpulse_process import VidpulseProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
@@ -24,31 +24,6 @@ IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/60
           "Version/17.0 Mobile/15E148 Safari/604.1")
 ADDITIVE = ("video_impression", "video_view", "video_seconds_viewed", "ad_start", "alive_ss_ad_start")
 ALL_METRICS = ",".join((*ADDITIVE, "ccu", "fingerprint_count"))
-
-
-@pytest.fixture(scope="module")
-def pipeline(_kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VidpulseProcess]:
-    process = VidpulseProcess(_kafka_bootstrap, tmp_path_factory.mktemp("e2e"), f"e2e{int(time.time())}",
-                              session_close_grace_s="2", flush_interval_s="0.5")
-    process.start()
-    yield process
-    process.stop()
-
-
-def eventually(fetch: Callable[[], Any], expected: Any, timeout_s: float = 45) -> Any:
-    """Polls until the pipeline has caught up; returns the last answer for the assertion's diff."""
-    deadline = time.monotonic() + timeout_s
-    answer = fetch()
-    while answer != expected and time.monotonic() < deadline:
-        time.sleep(0.5)
-        answer = fetch()
-    return answer
-
-
-def get(process: VidpulseProcess, endpoint: str, account: str, **params: str) -> dict[str, Any]:
-    response = httpx.get(f"{process.url}/v1/{endpoint}/accounts/{account}", params=params, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def bucketed(per_minute: dict[int, int], start_ms: int, step_ms: int, count: int) -> list[dict[str, int]]:
