@@ -4,13 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test unit integration install broker-start broker-stop bench clean
+.PHONY: run test lint unit integration install broker-start broker-stop bench clean
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check ingest aggregations queries vidpulse tests bench
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -8,8 +8,9 @@ Both are clickhouse-connect clients, so the SQL and the code are the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -80,18 +81,23 @@ class ClickHouse:
             self._client.close()
 
 
-class _mapped:
-    """Turns every driver exception into ClickHouseError so callers handle one type."""
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    """Turns the driver's and the engine's exceptions into ClickHouseError so callers handle one type."""
+    try:
+        yield
+    except ClickHouseError:
+        raise
+    except (DriverError, OSError) as exc:
+        raise ClickHouseError(_first_line(exc), getattr(exc, "code", None)) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith(("clickhouse_connect", "chdb", "urllib3")):
+            raise ClickHouseError(_first_line(exc), getattr(exc, "code", None)) from exc
+        raise
 
-    def __enter__(self) -> None:
-        return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, ClickHouseError):
-            return False
-        if isinstance(exc, (DriverError, OSError)) or exc_type.__module__.startswith(("clickhouse_connect", "chdb", "urllib3")):
-            raise ClickHouseError(str(exc).strip().splitlines()[0][:500], getattr(exc, "code", None)) from exc
-        return False
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
 
 
 def connect(url: str, database: str | None) -> ClickHouse:

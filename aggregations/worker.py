@@ -31,7 +31,8 @@ class Worker:
             settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
             autodiscover=False, topic_partitions=settings.topic_partitions, consumer_auto_offset_reset="earliest",
             stream_wait_empty=False, broker_commit_interval=settings.commit_interval_s,
-            broker_session_timeout=settings.consumer_session_timeout_s, broker_heartbeat_interval=2.0, datadir=str(settings.data_dir / "faust"),
+            broker_session_timeout=settings.consumer_session_timeout_s,
+            broker_heartbeat_interval=2.0, datadir=str(settings.data_dir / "faust"),
             value_serializer="raw", key_serializer="raw", producer_acks=-1,
         )
         self.topic = self.app.topic(settings.events_topic, value_type=bytes, key_type=bytes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 
 from aggregations.clickhouse import ClickHouse, ClickHouseError
 from aggregations.metrics import WorkerMetrics
@@ -52,15 +53,13 @@ class ClickHouseWriter:
         await self._timed("session_minutes", self._db.ainsert(
             "session_minutes", rows.session_minutes, SESSION_MINUTE_COLUMNS), len(rows.session_minutes))
 
-    async def _timed(self, table: str, insert: object, count: int) -> None:
-        if count == 0:
-            await insert  # type: ignore[misc]
-            return
+    async def _timed(self, table: str, insert: Awaitable[None], count: int) -> None:
         started = time.perf_counter()
         try:
-            await insert  # type: ignore[misc]
+            await insert
         except ClickHouseError:
             self._metrics.insert_failures.labels(table).inc()
             raise
-        self._metrics.insert_latency.labels(table).observe(time.perf_counter() - started)
-        self._metrics.rows_written.labels(table).inc(count)
+        if count:
+            self._metrics.insert_latency.labels(table).observe(time.perf_counter() - started)
+            self._metrics.rows_written.labels(table).inc(count)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,7 +18,9 @@ from ingest.identity import client_ip
 from ingest.metrics import TrackerMetrics
 from ingest.models import Envelope
 from ingest.producer import EventProducer, PublishError
-from ingest.settings import Settings
+from ingest.settings import DEFAULT_SALT, Settings
+
+log = logging.getLogger(__name__)
 
 ACCEPTED_TYPES = ("application/json", "text/plain")
 RETRY_AFTER_S = "5"
@@ -33,6 +36,9 @@ class BeaconError(Exception):
 
 class Tracker:
     def __init__(self, settings: Settings, producer: EventProducer, metrics: TrackerMetrics) -> None:
+        if settings.fingerprint_salt.get_secret_value() == DEFAULT_SALT:
+            log.warning("VIDPULSE_FINGERPRINT_SALT is the public development default: anyone can recompute "
+                        "fingerprints; set a secret before real traffic")
         self._settings = settings
         self._producer = producer
         self._metrics = metrics

@@ -20,14 +20,14 @@ async def timeseries(db: ClickHouse, question: Question, buckets: Buckets) -> di
         width = len(question.dimensions)
         for row in await db.aquery(statement.sql, statement.parameters):
             bucket, key, values = row[0], _key(row[1:1 + width]), row[1 + width:]
-            for metric, value in zip(metrics, values):
+            for metric, value in zip(metrics, values, strict=True):
                 points = series[metric.name].setdefault(key, [value_of(metric, 0)] * buckets.count)
                 if 0 <= bucket < buckets.count:
                     points[bucket] = value_of(metric, value)
     timestamps = buckets.timestamps()
     return {name: {"data": [
         {"dimensions": _dimensions(question, key),
-         "points": [{"timestamp": ts, "value": value} for ts, value in zip(timestamps, points)]}
+         "points": [{"timestamp": ts, "value": value} for ts, value in zip(timestamps, points, strict=True)]}
         for key, points in sorted(by_key.items())
     ]} for name, by_key in series.items()}
 
@@ -41,7 +41,7 @@ async def totals(db: ClickHouse, question: Question, sort: str | None, descendin
         width = len(question.dimensions)
         for row in await db.aquery(statement.sql, statement.parameters):
             entry = rows.setdefault(_key(row[:width]), {})
-            for metric, value in zip(metrics, row[width:]):
+            for metric, value in zip(metrics, row[width:], strict=True):
                 entry[metric.name] = value_of(metric, value)
     ordered = sorted(rows.items())
     if sort:
@@ -59,6 +59,6 @@ def _key(values: tuple[Any, ...]) -> DimensionKey:
 
 def _dimensions(question: Question, key: DimensionKey) -> dict[str, Any]:
     shown: dict[str, Any] = {"account": question.account}
-    for name, value in zip(question.dimensions, key):
+    for name, value in zip(question.dimensions, key, strict=True):
         shown[name] = ("true" if value else "false") if name in BOOLEAN_DIMENSIONS else value
     return shown

@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-
-from ingest.http import OrjsonResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -22,6 +20,7 @@ from aggregations.clickhouse import connect
 from aggregations.metrics import WorkerMetrics
 from aggregations.schema import migrate
 from aggregations.worker import Worker
+from ingest.http import OrjsonResponse
 from ingest.metrics import TrackerMetrics
 from ingest.producer import EventProducer
 from ingest.settings import Settings

@@ -13,8 +13,9 @@ M = 60_000
 
 
 def totals(url: str) -> dict:
+    since = str(int(time.time() * 1000) - 3600_000)
     response = httpx.get(f"{url}/v1/events/accounts/1234", timeout=30, params={
-        "dimensions": "account", "metrics": "video_view,video_seconds_viewed,ccu", "from": str(int(time.time() * 1000) - 3600_000)})
+        "dimensions": "account", "metrics": "video_view,video_seconds_viewed,ccu", "from": since})
     data = response.json()["data"]
     return data[0]["totals"] if data else {}
 

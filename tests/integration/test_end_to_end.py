@@ -50,10 +50,11 @@ def scripted_batches(account: str, base: int) -> list[truth.SentBatch]:
 
     hb = lambda i, ts, ms=10_000: {"id": i, "type": "heartbeat", "ts": ts, "watched_ms": ms}  # noqa: E731
     return [
-        sent("s-desk-0001", "A", [{"id": "1", "type": "impression", "ts": base}, {"id": "2", "type": "view", "ts": base + 1000},
+        sent("s-desk-0001", "A", [{"id": "1", "type": "impression", "ts": base},
+                                  {"id": "2", "type": "view", "ts": base + 1000},
                                   {"id": "3", "type": "first_frame", "ts": base + 1500, "startup_ms": 500},
-                                  hb("4", base + 11_500), {"id": "5", "type": "ad_start", "ts": base + 20_000, "server_side": True}],
-             live=True),
+                                  hb("4", base + 11_500),
+                                  {"id": "5", "type": "ad_start", "ts": base + 20_000, "server_side": True}], live=True),
         sent("s-desk-0001", "A", [hb("6", base + 21_500), hb("7", base + 61_500), hb("8", base + 121_500),
                                   {"id": "9", "type": "stop", "ts": base + 125_000, "watched_ms": 3500}], live=True),
         sent("s-mobi-0002", "A", [{"id": "1", "type": "view", "ts": base + 70_000}, hb("2", base + 80_000),

@@ -72,8 +72,8 @@ def test_bad_events_are_rejected_alone_and_dead_lettered(pipeline):
     assert (answer["accepted"], answer["rejected"]) == (2, 2)
     assert [(e["index"], e["error"].split(":")[0]) for e in answer["errors"]] == [(1, "invalid"), (2, "in_future")]
     letters = read_topic(pipeline.env["VIDPULSE_KAFKA_BOOTSTRAP"], pipeline.env["VIDPULSE_TOPIC_PREFIX"] + "dead-letter", 2)
-    mine = sorted((l["index"], l["reason"].split(":")[0], l["event"]["id"]) for l in letters
-                  if l.get("session") == "partial00001")
+    mine = sorted((letter["index"], letter["reason"].split(":")[0], letter["event"]["id"]) for letter in letters
+                  if letter.get("session") == "partial00001")
     assert mine == [(1, "invalid", "2"), (2, "in_future", "3")]
     fetch = lambda: get(pipeline, "events", "tracker", dimensions="video", metrics="video_view,video_seconds_viewed",  # noqa: E731
                         where="video==good-video")["data"]
