@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit integration install broker-start broker-stop bench clean
+.PHONY: run test lint unit integration install broker-start broker-stop bench simulate clean
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
@@ -42,3 +42,7 @@ bench: $(STAMP)
 clean:
 	bash deploy/kafka/kafka.sh stop || true
 	rm -rf $(VENV) .cache data
+
+# Realistic traffic against a running `VIDPULSE_TRUSTED_PROXIES=127.0.0.1 make run`.
+simulate: $(STAMP)
+	$(BIN)/vidpulse simulate --account demo --truth truth.json

@@ -69,13 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="the query API only")
     commands.add_parser("migrate", help="apply ClickHouse schema migrations")
     simulate = commands.add_parser("simulate", help="drive realistic player traffic and write the ground truth")
-    simulate.add_argument("--url", default="http://127.0.0.1:8080", help="the tracker's base URL")
+    simulate.add_argument("--url", default="http://127.0.0.1:8080",
+                          help="the tracker's base URL; run it with VIDPULSE_TRUSTED_PROXIES=127.0.0.1 so it believes "
+                               "the simulated X-Forwarded-For addresses (countries)")
     simulate.add_argument("--account", default="1234")
     simulate.add_argument("--sessions", type=int, default=200)
     simulate.add_argument("--videos", type=int, default=5)
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--concurrency", type=int, default=50)
-    simulate.add_argument("--truth", default="truth.json", help="where to write the expected totals")
+    simulate.add_argument("--truth", default="truth.json",
+                          help="where to write the expected answers of this run alone: compare on a fresh account")
     return parser
 
 
