@@ -80,6 +80,10 @@ class EventSink:
         """``batch`` is None for an unreadable message: it is acknowledged in turn and written nowhere."""
         async with self._lock:
             pending = self._pending.get(partition)
+            if pending is not None and offset < self._next_offset[partition]:
+                # the consumer moved back (error recovery): it delivers the pending messages again
+                del self._pending[partition]
+                pending = None
             if pending is not None and pending.forced_last is not None and offset > pending.forced_last:
                 await self._flush(partition)
                 pending = None

@@ -217,6 +217,23 @@ def test_unreadable_message_is_acknowledged_and_written_nowhere():
     assert writer.event_ids() == ["1"]
 
 
+def test_a_rewound_consumer_replaces_the_pending_batch():
+    writer = RecordingWriter()
+    harness = Harness(writer)
+
+    async def scenario():
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE)), 0)
+        await harness.sink.add(0, 1, batch(2, ("2", "view", BASE)), 1)
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE)), 10)  # delivered again after a seek
+        await harness.sink.add(0, 1, batch(2, ("2", "view", BASE)), 11)
+        await harness.sink.flush_all()
+
+    run(scenario())
+    assert harness.acked == [10, 11]
+    assert sorted(writer.blocks) == ["g/t/0/0-1"]
+    assert writer.event_ids() == ["1", "2"]
+
+
 @pytest.mark.parametrize("revoked", [{0}, {0, 1}])
 def test_revoked_partitions_drop_their_pending_batch(revoked):
     writer = RecordingWriter()
