@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIDPULSE_", frozen=True, extra="ignore")
 
     kafka_bootstrap: str = Field("", description="host:port[,host:port]; empty starts the local broker (up only)")
-    clickhouse_url: str = Field("chdb://./data/clickhouse", description="chdb://<dir> (in-process engine) or http(s)://user:pass@host:port (a server)")
+    clickhouse_url: str = Field("chdb://./data/clickhouse",
+                                description="chdb://<dir> (in-process engine) or http(s)://user:pass@host:port (a server)")
     clickhouse_database: str = "vidpulse"
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)

@@ -17,6 +17,7 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> No
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        await _warn_on_other_partition_counts(admin, [name for name in names if name in existing], partitions)
         missing = [NewTopic(name, partitions, 1) for name in names if name not in existing]
         if missing:
             try:
@@ -26,6 +27,17 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> No
             log.info("created topics %s", [topic.name for topic in missing])
     finally:
         await admin.close()
+
+
+async def _warn_on_other_partition_counts(admin: AIOKafkaAdminClient, names: list[str], partitions: int) -> None:
+    """VIDPULSE_TOPIC_PARTITIONS applies only to new topics; say so when an old one differs."""
+    if not names:
+        return
+    for topic in await admin.describe_topics(names):
+        count = len(topic.get("partitions", []))
+        if count != partitions:
+            log.warning("topic %s has %d partitions, not VIDPULSE_TOPIC_PARTITIONS=%d: the setting applies only "
+                        "to new topics (add partitions with Kafka's tools)", topic.get("topic"), count, partitions)
 
 
 async def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
