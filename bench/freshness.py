@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -253,7 +254,12 @@ async def measure_pipeline(url: str, args: argparse.Namespace) -> dict[str, Any]
         try:
             if load:
                 await asyncio.sleep(2 * args.heartbeat_s)  # let the load settle into its rhythm
+            pauses = random.Random(args.seed)
             for index in range(args.samples):
+                # Beacons arrive at any moment, not just after a flush: without this pause every
+                # sample would be posted right after the previous one became visible, i.e. right
+                # after the worker's timer ticked, and would wait the longest possible time.
+                await asyncio.sleep(pauses.uniform(0, args.jitter_s))
                 samples.append(await one_sample(client, index, args, stats))
                 if args.progress:
                     s = samples[-1]
@@ -323,9 +329,10 @@ def report(args: argparse.Namespace, meta: dict[str, Any], baseline: dict[str, l
             ("context: one poll query", stats["poll_query"])]
     width = max(len(label) for label, _ in rows)
     lines = [f"vidpulse freshness - {meta['date']}, {meta['cpus']} cores, {meta['platform']}",
-             f"{args.samples} samples; flush_interval_s={meta['flush_interval_s']}; polling every "
-             f"{args.poll_s * 1000:.0f} ms; background: {args.background} sessions x 1 heartbeat / "
-             f"{args.heartbeat_s:g} s ({run['background_batches']} batches)",
+             f"{args.samples} samples, each after a random 0-{args.jitter_s:g} s pause; flush_interval_s="
+             f"{meta['flush_interval_s']}; polling every {args.poll_s * 1000:.0f} ms",
+             f"background: {args.background} sessions x 1 heartbeat / {args.heartbeat_s:g} s "
+             f"({run['background_batches']} batches)",
              "",
              f"{'':{width}}  {'median':>10} {'p95':>10} {'max':>10}"]
     lines += [f"{label:{width}}  {fmt(s['median']):>10} {fmt(s['p95']):>10} {fmt(s['max']):>10}" for label, s in rows]
@@ -374,6 +381,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the numbers (and every sample) to this file")
     parser.add_argument("--poll-s", type=float, default=0.05, help="pause between polls (default 0.05)")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="give up on a sample after this (default 30)")
+    parser.add_argument("--jitter-s", type=float, default=4.0,
+                        help="random pause (0..this) before each sample, so beacons arrive at any phase of the "
+                             "worker's flush cycle, which under load is two timer ticks, ~2.3 s (default 4; "
+                             "0 posts right after the previous sample showed up: phase-locked, near the worst case)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of those pauses (default 1)")
     parser.add_argument("--background", type=int, default=4, help="concurrent background sessions (default 4)")
     parser.add_argument("--heartbeat-s", type=float, default=1.0, help="their heartbeat interval (default 1)")
     parser.add_argument("--progress", action="store_true", help="print each sample as it is measured")
@@ -381,8 +393,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stop-broker", action="store_true",
                         help="stop the local broker afterwards if this run started it (default: leave it running)")
     args = parser.parse_args(argv)
-    if args.samples < 1 or args.background < 0 or args.background > 32 or args.poll_s <= 0 or args.heartbeat_s < 0.1:
-        parser.error("need --samples >= 1, 0 <= --background <= 32, --poll-s > 0, --heartbeat-s >= 0.1")
+    if args.samples < 1 or args.background < 0 or args.background > 32 or args.poll_s <= 0 or args.heartbeat_s < 0.1 \
+            or args.jitter_s < 0:
+        parser.error("need --samples >= 1, 0 <= --background <= 32, --poll-s > 0, --heartbeat-s >= 0.1, --jitter-s >= 0")
     return args
 
 
@@ -394,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
             "flush_interval_s": os.environ.get("VIDPULSE_FLUSH_INTERVAL_S", "1.0 (default)"),
             "samples": args.samples, "poll_s": args.poll_s, "background_sessions": args.background,
-            "heartbeat_s": args.heartbeat_s, "run_id": run_id}
+            "heartbeat_s": args.heartbeat_s, "jitter_s": args.jitter_s, "seed": args.seed, "run_id": run_id}
     try:
         bootstrap, started_broker = find_broker()
     except RuntimeError as exc:

@@ -18,6 +18,7 @@ from ingest.identity import client_ip
 from ingest.metrics import TrackerMetrics
 from ingest.models import Envelope
 from ingest.producer import EventProducer, PublishError
+from ingest.sdk import sdk_routes
 from ingest.settings import DEFAULT_SALT, Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Tracker:
         self._metrics = metrics
 
     def routes(self) -> list[Route]:
-        return [Route("/v1/track", self.track, methods=["POST", "OPTIONS"])]
+        return [Route("/v1/track", self.track, methods=["POST", "OPTIONS"]), *sdk_routes()]
 
     async def track(self, request: Request) -> Response:
         if request.method == "OPTIONS":
