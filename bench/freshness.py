@@ -193,8 +193,8 @@ async def wait_visible(client: httpx.AsyncClient, video: str, metric: str, since
         await asyncio.sleep(interval_s)
 
 
-async def one_sample(client: httpx.AsyncClient, index: int, args: argparse.Namespace, stats: PollStats) -> Sample:
-    video = f"fresh-{index:03d}-{uuid.uuid4().hex[:8]}"
+async def one_sample(client: httpx.AsyncClient, label: str, args: argparse.Namespace, stats: PollStats) -> Sample:
+    video = f"fresh-{label}-{uuid.uuid4().hex[:8]}"
     session = f"bench-{uuid.uuid4().hex}"
     now_ms = int(time.time() * 1000)
     sample = Sample(video)
@@ -240,12 +240,13 @@ async def measure_pipeline(url: str, args: argparse.Namespace) -> dict[str, Any]
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
         # Warm-up: readyz answers before the Faust consumer has its partitions; the first
         # beacon's delay includes that start-up, so it is reported apart.
-        warm = await one_sample(client, -1, argparse.Namespace(**{**vars(args), "timeout_s": 120}), PollStats())
+        warm = await one_sample(client, "warmup", argparse.Namespace(**{**vars(args), "timeout_s": 120}), PollStats())
         if warm.view_s is None:
             raise RuntimeError("the warm-up beacon never became visible (120 s)")
         stop = asyncio.Event()
         sent = [0]
-        beats = math.ceil(args.samples * (args.timeout_s + 5) / args.heartbeat_s)  # bounded even if every sample times out
+        # bounded even if every sample waits its longest pause and then times out
+        beats = math.ceil(args.samples * (args.jitter_s + args.timeout_s + 5) / args.heartbeat_s)
         load = [asyncio.create_task(background_session(client, n, stop, args.heartbeat_s, beats, sent))
                 for n in range(args.background)]
         stats = PollStats()
@@ -260,7 +261,7 @@ async def measure_pipeline(url: str, args: argparse.Namespace) -> dict[str, Any]
                 # sample would be posted right after the previous one became visible, i.e. right
                 # after the worker's timer ticked, and would wait the longest possible time.
                 await asyncio.sleep(pauses.uniform(0, args.jitter_s))
-                samples.append(await one_sample(client, index, args, stats))
+                samples.append(await one_sample(client, f"{index:03d}", args, stats))
                 if args.progress:
                     s = samples[-1]
                     print(f"  sample {index + 1:3d}/{args.samples}: view {fmt(s.view_s)}  ccu {fmt(s.ccu_s)}",
@@ -291,6 +292,14 @@ def worker_metrics(text: str) -> dict[str, Any]:
         total = values.get(f'vidpulse_worker_insert_latency_seconds_sum{{table="{table}"}}', 0)
         out[f"insert_{table}_mean_s"] = total / count if count else math.nan
     return out
+
+
+def log_warnings(path: Path) -> list[str]:
+    """vidpulse.log lines at WARNING or ERROR (the worker logs retried inserts, Faust late timers, ...)."""
+    if not path.exists():
+        return []
+    return [line.strip()[:300] for line in path.read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line]
 
 
 # --------------------------------------------------------------------------- report
@@ -348,6 +357,10 @@ def report(args: argparse.Namespace, meta: dict[str, Any], baseline: dict[str, l
     lines.append(f"worker: {worker['flushes']:.0f} partition flushes of {worker['messages']:.0f} messages; mean insert "
                  f"events_raw {fmt(worker['insert_events_raw_mean_s'])}, session_minutes "
                  f"{fmt(worker['insert_session_minutes_mean_s'])}, sink_batches {fmt(worker['insert_sink_batches_mean_s'])}")
+    warnings = run.get("log_warnings", [])
+    if warnings:
+        lines.append(f"vidpulse.log: {len(warnings)} WARNING/ERROR line(s), e.g.:")
+        lines += [f"  {line}" for line in warnings[:3]]
     if run["polls"].errors:
         lines.append(f"poll errors (non-200 or connection): {run['polls'].errors}")
     anomalies = [f"{s.video}: {a}" for s in samples for a in s.anomalies]
@@ -366,6 +379,7 @@ def report(args: argparse.Namespace, meta: dict[str, Any], baseline: dict[str, l
                "warmup": {"view_s": warm.view_s, "ccu_s": warm.ccu_s},
                "background_batches": run["background_batches"], "elapsed_s": run["elapsed_s"],
                "poll_errors": run["polls"].errors, "anomalies": anomalies,
+               "log_warnings": run.get("log_warnings", []),
                "samples": [{"video": s.video, "view_s": s.view_s, "ccu_s": s.ccu_s, "post_s": s.post_s,
                             "view_polls": s.view_polls, "ccu_polls": s.ccu_polls} for s in samples],
                "baseline": baseline}
@@ -426,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         run = asyncio.run(measure_pipeline(process.url, args))
         if process.proc is None or process.proc.poll() is not None:
             raise RuntimeError("vidpulse up exited during the run")
+        run["log_warnings"] = log_warnings(process.log_path)
         text, numbers = report(args, meta, baseline, run)
         print(text)
         if args.json:

@@ -36,7 +36,13 @@ class Settings(BaseSettings):
     lateness_s: int = Field(7 * 24 * 3600, ge=60)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_events_per_batch: int = Field(500, ge=1)
-    produce_timeout_s: float = Field(10.0, gt=0)
+    spool_after_s: float = Field(2.0, gt=0, description="without Kafka's ack by then, a request goes to the disk spool")
+    spool_dir: Path | None = Field(None, description="default <data dir>/spool; one folder per tracker process")
+    spool_max_bytes: int = Field(1 << 30, ge=1024, description="beyond it the tracker answers 503")
+    rate_limit_ip: str = Field("100/second", description="requests per client IP, in the limits library's notation")
+    rate_limit_account: str = Field("5000/second", description="requests per account")
+    allowed_origins: dict[str, list[str]] = Field(
+        default_factory=dict, description='JSON {"account": ["https://origin", ...]}; accounts not listed allow any')
     flush_interval_s: float = Field(1.0, gt=0, description="a worker inserts at most once per table per partition per interval")
     commit_interval_s: float = Field(1.0, gt=0, description="how often the worker commits acknowledged offsets")
     consumer_session_timeout_s: float = Field(10.0, ge=6, description="how soon a dead worker's partitions move")
@@ -52,6 +58,17 @@ class Settings(BaseSettings):
             raise ValueError("VIDPULSE_CLICKHOUSE_URL must start with chdb://, http:// or https://")
         return url
 
+    @field_validator("rate_limit_ip", "rate_limit_account")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate like '50/second' or '1000/minute'") from exc
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _valid_networks(cls, value: str) -> str:
@@ -65,6 +82,10 @@ class Settings(BaseSettings):
     @cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies))
+
+    @property
+    def spool_folder(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"
 
     @property
     def consumer_group(self) -> str:

@@ -18,6 +18,7 @@ from ingest.identity import client_ip
 from ingest.metrics import TrackerMetrics
 from ingest.models import Envelope
 from ingest.producer import EventProducer, PublishError
+from ingest.ratelimit import RateLimits
 from ingest.sdk import sdk_routes
 from ingest.settings import DEFAULT_SALT, Settings
 
@@ -36,6 +37,8 @@ class BeaconError(Exception):
 
 
 class Tracker:
+    """The beacon endpoint; shares nothing between requests but the producer and the rate limits."""
+
     def __init__(self, settings: Settings, producer: EventProducer, metrics: TrackerMetrics) -> None:
         if settings.fingerprint_salt.get_secret_value() == DEFAULT_SALT:
             log.warning("VIDPULSE_FINGERPRINT_SALT is the public development default: anyone can recompute "
@@ -43,21 +46,27 @@ class Tracker:
         self._settings = settings
         self._producer = producer
         self._metrics = metrics
+        self._limits = RateLimits(settings.rate_limit_ip, settings.rate_limit_account)
 
     def routes(self) -> list[Route]:
         return [Route("/v1/track", self.track, methods=["POST", "OPTIONS"]), *sdk_routes()]
 
     async def track(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return self._cors(request, Response(status_code=204, headers=_PREFLIGHT_HEADERS))
+            return self._preflight(request)
         received_at_ms = int(time.time() * 1000)
+        account = None
         try:
+            sender = self._sender(request, received_at_ms)
+            self._check_rate("ip", sender.ip)
             body = await self._read_body(request)
-            response = await self._accept(body, self._sender(request, received_at_ms))
+            payload = _parse_json(body)
+            account = _account_of(payload)
+            response = await self._accept(payload, sender)
         except BeaconError as exc:
             response = _error_response(exc)
         self._metrics.beacons.labels(str(response.status_code)).inc()
-        return self._cors(request, response)
+        return self._cors(request, response, account)
 
     async def _read_body(self, request: Request) -> bytes:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -83,9 +92,16 @@ class Tracker:
         ip = client_ip(peer, request.headers.get("x-forwarded-for"), self._settings.trusted_networks)
         return Sender(received_at_ms, ip, request.headers.get("user-agent", ""))
 
-    async def _accept(self, body: bytes, sender: Sender) -> Response:
-        payload = _parse_json(body)
+    def _check_rate(self, kind: str, key: str) -> None:
+        retry_after = self._limits.retry_after_s(kind, key)
+        if retry_after is not None:
+            self._metrics.rate_limited.labels(kind).inc()
+            raise BeaconError(429, f"rate limited: too many requests for this {kind}; retry the same batch later",
+                              headers={"Retry-After": str(retry_after)})
+
+    async def _accept(self, payload: Any, sender: Sender) -> Response:
         envelope = await self._envelope(payload, sender)
+        self._check_rate("account", envelope.account)
         if len(envelope.events) > self._settings.max_events_per_batch:
             raise BeaconError(413, f"at most {self._settings.max_events_per_batch} events per batch")
         accepted, rejected = check_events(envelope, sender.received_at_ms, self._settings.lateness_s)
@@ -124,12 +140,27 @@ class Tracker:
         except PublishError:
             pass
 
-    def _cors(self, request: Request, response: Response) -> Response:
-        origin = request.headers.get("origin")
+    def _preflight(self, request: Request) -> Response:
+        """A preflight carries no body, hence no account, and accounts not configured allow any origin:
+        it is answered for every origin. The POST's answer then carries the account's own decision."""
+        origin = request.headers.get("origin", "")
+        response = Response(status_code=204, headers=_PREFLIGHT_HEADERS)
         if origin:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
         return response
+
+    def _cors(self, request: Request, response: Response, account: str | None) -> Response:
+        origin = request.headers.get("origin")
+        if origin and self._origin_allowed(origin, account):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    def _origin_allowed(self, origin: str, account: str | None) -> bool:
+        """Accounts not configured in VIDPULSE_ALLOWED_ORIGINS allow any origin (the protocol's default)."""
+        allowed = self._settings.allowed_origins.get(account or "")
+        return allowed is None or origin in allowed or "*" in allowed
 
 
 _PREFLIGHT_HEADERS = {"Access-Control-Allow-Methods": "POST, OPTIONS",
@@ -141,6 +172,11 @@ def _parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BeaconError(400, f"body is not JSON: {exc}") from exc
+
+
+def _account_of(payload: Any) -> str | None:
+    account = payload.get("account") if isinstance(payload, dict) else None
+    return account.strip() if isinstance(account, str) else None
 
 
 def _event_count(payload: Any) -> int:

@@ -1,4 +1,4 @@
-"""User-Agent to (device_type, os, browser, is_bot) with the maintained ua-parser rules.
+"""User-Agent to (device_type, os, browser, is_bot) with maintained rules: ua-parser and CrawlerDetect.
 
 ua-parser names device, OS and browser families but has no device class, so
 the class comes from those families by the small rule table below.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import NamedTuple
 
+from crawlerdetect import CrawlerDetect
 from ua_parser import parse
 
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "tv", "console", "other")
@@ -36,9 +37,15 @@ def classify(user_agent: str) -> UserAgentInfo:
     device_family = result.device.family if result.device else "Other"
     os_family = result.os.family if result.os else ""
     browser = result.user_agent.family if result.user_agent else ""
-    is_bot = device_family == "Spider"
+    is_bot = device_family == "Spider" or _crawlers().isCrawler(user_agent)
     return UserAgentInfo(_device_type(user_agent.lower(), device_family, os_family), _known(os_family),
                          _known(browser), is_bot)
+
+
+@lru_cache(maxsize=1)
+def _crawlers() -> CrawlerDetect:
+    """CrawlerDetect's maintained patterns catch what ua-parser's spider rules miss (HTTP libraries, headless tools)."""
+    return CrawlerDetect()
 
 
 def _device_type(ua: str, device_family: str, os_family: str) -> str:

@@ -30,6 +30,7 @@ class VidpulseProcess:
                     "VIDPULSE_CLICKHOUSE_URL": f"chdb://{workdir / 'clickhouse'}",
                     "VIDPULSE_DATA_DIR": str(workdir), "VIDPULSE_HTTP_PORT": str(self.port),
                     "VIDPULSE_TOPIC_PREFIX": f"test-{run_id}.", "VIDPULSE_TRUSTED_PROXIES": "127.0.0.1",
+                    "VIDPULSE_RATE_LIMIT_IP": "100000/second",
                     **{f"VIDPULSE_{name.upper()}": value for name, value in settings.items()}}
         self.proc: subprocess.Popen[bytes] | None = None
 

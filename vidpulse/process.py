@@ -24,6 +24,7 @@ from ingest.http import OrjsonResponse
 from ingest.metrics import TrackerMetrics
 from ingest.producer import EventProducer
 from ingest.settings import Settings
+from ingest.spool import Spool
 from ingest.topics import broker_reachable, ensure_topics
 from ingest.tracker import Tracker
 from queries.api import QueryMetrics, query_router
@@ -46,16 +47,18 @@ class Process:
             self.checks["clickhouse"] = self.db.ping
         if "tracker" in roles:
             self.tracker_metrics = TrackerMetrics(self.registry)
-            self.producer = EventProducer(bootstrap, settings.events_topic, settings.dead_letter_topic,
-                                          settings.produce_timeout_s, self.tracker_metrics)
-            self.checks["kafka"] = self.producer.ready
+            self.producer = EventProducer(bootstrap, (settings.events_topic, settings.dead_letter_topic),
+                                          settings.topic_partitions, Spool(settings.spool_folder, settings.spool_max_bytes),
+                                          settings.spool_after_s, self.tracker_metrics)
+            self.checks["accepting"] = _now(self.producer.accepting)
+            self.checks["kafka"] = _now(lambda: self.producer is not None and self.producer.connected)
         elif "worker" in roles:
             self.checks["kafka"] = functools.partial(broker_reachable, bootstrap)
         if "worker" in roles and self.db is not None:
             self.worker = Worker(settings, bootstrap, self.db, WorkerMetrics(self.registry))
 
     async def start(self) -> None:
-        if self.roles & {"tracker", "worker"}:
+        if "worker" in self.roles:
             await ensure_topics(self.bootstrap, [self.settings.events_topic, self.settings.dead_letter_topic],
                                 self.settings.topic_partitions)
         if self.producer:
@@ -94,12 +97,24 @@ class Process:
         return app
 
     async def _readyz(self) -> Response:
+        """Ready when every part can do its job. A tracker can while Kafka is down, into its spool:
+        then "kafka" is false but "accepting" true, and the spool's depth says how much waits."""
         results = {name: await check() for name, check in self.checks.items()}
-        ready = all(results.values())
-        return OrjsonResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
+        essential = {name: ok for name, ok in results.items() if not (name == "kafka" and "accepting" in results)}
+        ready = all(essential.values())
+        body: dict[str, object] = {"ready": ready, "checks": results}
+        if self.producer:
+            body["spool"] = {"depth": self.producer.spool_depth(), "bytes": self.producer.spool_bytes()}
+        return OrjsonResponse(body, status_code=200 if ready else 503)
 
     async def _metrics(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _now(value: Callable[[], bool]) -> Check:
+    async def check() -> bool:
+        return value()
+    return check
 
 
 async def _healthz() -> dict[str, str]:

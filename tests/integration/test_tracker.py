@@ -117,7 +117,9 @@ def test_cors_preflight_and_origin(pipeline):
 def test_health_readiness_openapi_and_docs(pipeline):
     assert httpx.get(f"{pipeline.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{pipeline.url}/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"clickhouse": True, "kafka": True}
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"clickhouse": True, "accepting": True, "kafka": True}
+    assert ready.json()["spool"] == {"depth": 0, "bytes": 0}
     paths = httpx.get(f"{pipeline.url}/openapi.json").json()["paths"]
     assert {"/v1/timeseries/accounts/{account_id}", "/v1/events/accounts/{account_id}"} <= set(paths)
     docs = httpx.get(f"{pipeline.url}/docs")
