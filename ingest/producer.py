@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from ingest import jsonio
 from ingest.metrics import TrackerMetrics
 from ingest.models import EnrichedBatch
 from ingest.spool import Message, Spool, SpoolFull
@@ -59,13 +60,13 @@ class EventProducer:
     async def publish(self, batch: EnrichedBatch, dead_letters: list[dict[str, Any]]) -> None:
         """Returns once the batch is durable: acknowledged by Kafka, or fsynced to the spool."""
         key = batch.session_key.to_bytes(8, "big")
-        messages: list[Message] = [(self._dead_letter_topic, key, orjson.dumps(letter)) for letter in dead_letters]
+        messages: list[Message] = [(self._dead_letter_topic, key, jsonio.dumps(letter)) for letter in dead_letters]
         if batch.events:
             messages.append((self._events_topic, key, orjson.dumps(batch.model_dump())))
         await self._deliver(messages)
 
     async def dead_letter(self, letter: dict[str, Any]) -> None:
-        await self._deliver([(self._dead_letter_topic, None, orjson.dumps(letter))])
+        await self._deliver([(self._dead_letter_topic, None, jsonio.dumps(letter))])
 
     def accepting(self) -> bool:
         return self.connected or self._spool.has_room()

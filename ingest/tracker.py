@@ -6,12 +6,12 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ingest import jsonio
 from ingest.enrich import Rejection, Sender, check_events, enrich, salt_for, validation_reason
 from ingest.http import OrjsonResponse
 from ingest.identity import client_ip
@@ -169,8 +169,8 @@ _PREFLIGHT_HEADERS = {"Access-Control-Allow-Methods": "POST, OPTIONS",
 
 def _parse_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return jsonio.loads(body)
+    except jsonio.NotJSON as exc:
         raise BeaconError(400, f"body is not JSON: {exc}") from exc
 
 
