@@ -20,12 +20,14 @@ def free_port() -> int:
 
 
 class VidpulseProcess:
-    """One all-in-one vidpulse (tracker, worker, API) on its own chdb folder, topics and port."""
+    """One vidpulse process (default: ``up``, all parts) on its own chdb folder, topics and port."""
 
-    def __init__(self, bootstrap: str, workdir: Path, run_id: str, **settings: str) -> None:
+    def __init__(self, bootstrap: str, workdir: Path, run_id: str, command: str = "up", ready_path: str = "/readyz",
+                 **settings: str) -> None:
+        self.command, self.ready_path = command, ready_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "vidpulse.log"
+        self.log_path = workdir / f"vidpulse-{command}.log"
         self.env = {**os.environ, "VIDPULSE_KAFKA_BOOTSTRAP": bootstrap,
                     "VIDPULSE_CLICKHOUSE_URL": f"chdb://{workdir / 'clickhouse'}",
                     "VIDPULSE_DATA_DIR": str(workdir), "VIDPULSE_HTTP_PORT": str(self.port),
@@ -36,20 +38,20 @@ class VidpulseProcess:
 
     def start(self, timeout_s: float = 120) -> VidpulseProcess:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "vidpulse.cli", "up"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "vidpulse.cli", self.command], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"vidpulse up exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"vidpulse {self.command} exited with {self.proc.returncode}:\n{self.log_tail()}")
             if self._ready():
                 return self
             time.sleep(0.3)
-        raise RuntimeError(f"vidpulse up not ready after {timeout_s} s:\n{self.log_tail()}")
+        raise RuntimeError(f"vidpulse {self.command} not ready after {timeout_s} s:\n{self.log_tail()}")
 
     def _ready(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
