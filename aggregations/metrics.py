@@ -24,5 +24,8 @@ class WorkerMetrics:
                                     registry=registry, buckets=(1, 10, 100, 1000, 10000, 100000))
         self.open_sessions = Gauge("vidpulse_worker_open_sessions", "Sessions held in the sessionizer's cache.",
                                    registry=registry)
+        self.dimension_folds = Counter("vidpulse_worker_dimension_values_folded_total",
+                                       "Batches whose value was written as (other): the day's cap was reached.",
+                                       ["dimension"], registry=registry)
         self.sessions_evicted = Counter("vidpulse_worker_sessions_evicted_total",
                                         "Open sessions dropped from the cache at its size limit.", registry=registry)

@@ -18,7 +18,7 @@ DIMENSIONS = ("video", "country", "continent", "subdivision", "device_type", "os
 RAW_COLUMNS = ("account", "session", "session_key", "fingerprint", "event_id", "type", "event_time", "device_ts",
                "received_at", *DIMENSIONS, "user", "duration_s", "is_bot", "watched_ms", "position", "percentiles",
                "startup_ms", "percent", "rebuffer_ms", "server_side", "error_code", "error_message", "fatal",
-               "kafka_partition", "kafka_offset")
+               "kafka_partition", "kafka_offset", "folded")
 
 SESSION_MINUTE_COLUMNS = ("account", "minute", *DIMENSIONS, "session_key", "fingerprint")
 
@@ -34,12 +34,14 @@ def dimension_values(batch: EnrichedBatch) -> tuple[Any, ...]:
             "registered" if batch.user else "anonymous")
 
 
-def raw_row(batch: EnrichedBatch, event: EnrichedEvent, partition: int, offset: int) -> tuple[Any, ...]:
+def raw_row(batch: EnrichedBatch, event: EnrichedEvent, partition: int, offset: int,
+            folded: dict[str, str] | None = None) -> tuple[Any, ...]:
+    """``folded``: the original values of dimensions written as "(other)" (see aggregations.caps)."""
     return (batch.account, batch.session, batch.session_key, batch.fingerprint, event.id, event.type,
             utc(event.event_time_ms), event.ts, utc(batch.received_at_ms), *dimension_values(batch), batch.user,
             batch.duration_s, batch.is_bot, event.watched_ms, event.position, event.percentiles, event.startup_ms,
             event.percent, event.duration_ms, event.server_side, event.code, event.message,
-            event.fatal if event.type == "error" else False, partition, offset)
+            event.fatal if event.type == "error" else False, partition, offset, folded or {})
 
 
 @dataclass(frozen=True)
@@ -95,3 +97,7 @@ class Writer(Protocol):
                               keys: list[tuple[str, int]]) -> dict[int, list[tuple[str, str, int]]]: ...
 
     async def write(self, rows: SinkRows, batch: BatchRange | None) -> None: ...
+
+    async def dimension_values(self, keys: list[tuple[str, dt.date, str]]) -> dict[tuple[str, dt.date, str], set[str]]: ...
+
+    async def admit_dimension_values(self, rows: list[tuple[str, dt.date, str, str]]) -> None: ...

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aggregations import sessions
+from aggregations.caps import DimensionCaps
+from aggregations.clickhouse import ClickHouseError
 from aggregations.metrics import WorkerMetrics
 from aggregations.rows import BatchRange, SessionIdentity, SinkRows, Writer, raw_row
 from ingest.models import EnrichedBatch
@@ -41,6 +43,7 @@ class SinkConfig:
     close_grace_ms: int
     flush_interval_s: float
     flush_max_events: int
+    dimension_cap_per_day: int = 10_000
     max_cached_sessions: int = 500_000
 
 
@@ -75,6 +78,8 @@ class EventSink:
         self._recorded: dict[int, dict[int, int]] = {}
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._caps = DimensionCaps(config.dimension_cap_per_day, self._load_dimension_values,
+                                   lambda dimension: metrics.dimension_folds.labels(dimension).inc())
 
     async def add(self, partition: int, offset: int, batch: EnrichedBatch | None, handle: Any) -> None:
         """``batch`` is None for an unreadable message: it is acknowledged in turn and written nowhere."""
@@ -163,39 +168,47 @@ class EventSink:
                   last_offset, len(rows.raw))
 
     async def _build_rows(self, partition: int, pending: _Pending) -> SinkRows:
-        await self._load_missing_sessions(partition, pending)
+        readable = [(offset, batch) for offset, batch, _ in pending.messages if batch is not None]
+        self._metrics.messages_consumed.inc(len(pending.messages))
+        capped, admitted = await self._caps.apply([batch for _, batch in readable])
+        if admitted:
+            await self._retrying(lambda: self._writer.admit_dimension_values(admitted))
+        batches = [(offset, batch, folded) for (offset, _), (batch, folded) in zip(readable, capped, strict=True)]
+        await self._load_missing_sessions(partition, pending.first_offset, [batch for _, batch, _ in batches])
         rows = SinkRows()
-        timeout_ms = self._config.session_timeout_ms
-        for offset, batch, _ in pending.messages:
-            self._metrics.messages_consumed.inc()
-            if batch is None:
-                continue
-            cached = self._sessions[batch.session_key]
-            cached.identity = SessionIdentity.of(batch)
-            cached.arrived_ms = self._clock_ms()
-            self._sessions.move_to_end(batch.session_key)
-            minutes: set[int] = set()
-            for event in batch.events:
-                self._metrics.events_consumed.inc()
-                if event.id in cached.state.seen_ids:
-                    self._metrics.events_duplicate.inc()
-                    continue
-                cached.state.seen_ids.add(event.id)
-                rows.raw.append(raw_row(batch, event, partition, offset))
-                if not batch.is_bot:
-                    minutes |= sessions.advance(cached.state, event.type, event.event_time_ms, timeout_ms)
-                self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0), event.event_time_ms)
-            rows.session_minutes += cached.identity.minute_rows(minutes)
+        for offset, batch, folded in batches:
+            self._sessionize(partition, offset, batch, folded, rows)
         self._evict_overflow()
         return rows
 
-    async def _load_missing_sessions(self, partition: int, pending: _Pending) -> None:
-        missing = {(b.account, b.session_key): b for _, b, _ in pending.messages
-                   if b is not None and b.session_key not in self._sessions}
+    def _sessionize(self, partition: int, offset: int, batch: EnrichedBatch, folded: dict[str, str],
+                    rows: SinkRows) -> None:
+        cached = self._sessions[batch.session_key]
+        cached.identity, cached.arrived_ms = SessionIdentity.of(batch), self._clock_ms()
+        self._sessions.move_to_end(batch.session_key)
+        minutes: set[int] = set()
+        for event in batch.events:
+            self._metrics.events_consumed.inc()
+            if event.id in cached.state.seen_ids:
+                self._metrics.events_duplicate.inc()
+                continue
+            cached.state.seen_ids.add(event.id)
+            rows.raw.append(raw_row(batch, event, partition, offset, folded))
+            if not batch.is_bot:
+                minutes |= sessions.advance(cached.state, event.type, event.event_time_ms,
+                                            self._config.session_timeout_ms)
+            self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0), event.event_time_ms)
+        rows.session_minutes += cached.identity.minute_rows(minutes)
+
+    async def _load_dimension_values(self, keys: list[Any]) -> dict[Any, set[str]]:
+        return await self._retrying(lambda: self._writer.dimension_values(keys))
+
+    async def _load_missing_sessions(self, partition: int, first_offset: int, batches: list[EnrichedBatch]) -> None:
+        missing = {(b.account, b.session_key): b for b in batches if b.session_key not in self._sessions}
         if not missing:
             return
         history = await self._retrying(lambda: self._writer.session_history(
-            partition, pending.first_offset, list(missing)))
+            partition, first_offset, list(missing)))
         for (_, key), batch in missing.items():
             state = sessions.SessionState.from_history(history.get(key, []))
             self._sessions[key] = _Session(state, SessionIdentity.of(batch), partition)
@@ -239,12 +252,13 @@ class EventSink:
         await self._retrying(lambda: self._writer.write(rows, batch_range))
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Retries forever: giving up would mean acknowledging events that were never written."""
+        """Retries database failures forever: giving up would mean acknowledging events never written.
+        Anything else is a bug and propagates, stopping the agent loudly rather than looping quietly."""
         attempt = 0
         while True:
             try:
                 return await call()
-            except Exception as exc:  # noqa: BLE001 - any failure is retried; cancellation still propagates
+            except (ClickHouseError, OSError) as exc:
                 delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
                 log.warning("ClickHouse call failed (attempt %d), retrying in %.1f s: %s", attempt + 1, delay, exc)
                 attempt += 1

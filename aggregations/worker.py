@@ -42,7 +42,8 @@ class Worker:
         self._metrics = metrics
         self._stream: Any = None
         self.app.agent(self.topic, name="sink")(self._consume)
-        self.app.timer(min(settings.flush_interval_s, 1.0))(self.sink.flush_due)
+        # ticking at half the interval keeps a batch from waiting almost two intervals for its tick
+        self.app.timer(settings.flush_interval_s / 2)(self.sink.flush_due)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     async def start(self) -> None:
@@ -89,4 +90,5 @@ def _sink_config(settings: Settings) -> SinkConfig:
         consumer_group=settings.consumer_group, topic=settings.events_topic,
         session_timeout_ms=settings.session_timeout_s * 1000, close_grace_ms=settings.session_close_grace_s * 1000,
         flush_interval_s=settings.flush_interval_s, flush_max_events=settings.flush_max_events,
+        dimension_cap_per_day=settings.dimension_cap_per_day,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Awaitable
 
@@ -45,6 +46,20 @@ class ClickHouseWriter:
         for session_key, event_id, event_type, time_ms in rows:
             history.setdefault(session_key, []).append((event_id, event_type, time_ms))
         return history
+
+    async def dimension_values(self, keys: list[tuple[str, dt.date, str]]) -> dict[tuple[str, dt.date, str], set[str]]:
+        """The values admitted so far for each (account, day, dimension)."""
+        rows = await self._db.aquery(
+            "SELECT account, day, dimension, value FROM dimension_values FINAL "
+            "WHERE (account, day, dimension) IN {keys:Array(Tuple(String, Date, String))}", {"keys": keys})
+        found: dict[tuple[str, dt.date, str], set[str]] = {}
+        for account, day, dimension, value in rows:
+            found.setdefault((account, day, dimension), set()).add(value)
+        return found
+
+    async def admit_dimension_values(self, rows: list[tuple[str, dt.date, str, str]]) -> None:
+        await self._timed("dimension_values", self._db.ainsert(
+            "dimension_values", rows, ("account", "day", "dimension", "value")), len(rows))
 
     async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
         """Raw events first (their view sums the additive metrics), then session-minutes (idempotent)."""

@@ -2,8 +2,10 @@
 
 Requirement: "Data is queryable within 5 seconds of the 202." This script starts one
 ``vidpulse up`` (default flush settings) against the real broker, posts one beacon batch
-per sample for a new session and a new video, and polls /v1/events until the view
-(``video_view == 1``) and the session's concurrency (``ccu == 1``) are visible. The same
+per sample for a new session and a new video (after a random pause, so beacons arrive at
+any moment of the worker's flush cycle), and polls /v1/events every 50 ms until the view
+(``video_view == 1``) and the session's concurrency (``ccu == 1``) are visible, while a few
+background sessions send heartbeats. The same
 script first measures a baseline on the same broker and machine: the Kafka produce ->
 consume round trip alone, so the pipeline's delay is also reported as a ratio to it.
 
@@ -338,7 +340,9 @@ def report(args: argparse.Namespace, meta: dict[str, Any], baseline: dict[str, l
             ("context: one poll query", stats["poll_query"])]
     width = max(len(label) for label, _ in rows)
     lines = [f"vidpulse freshness - {meta['date']}, {meta['cpus']} cores, {meta['platform']}",
-             f"{args.samples} samples, each after a random 0-{args.jitter_s:g} s pause; flush_interval_s="
+             f"{args.samples} samples, each "
+             + (f"after a random 0-{args.jitter_s:g} s pause" if args.jitter_s else "as soon as the previous showed up")
+             + "; flush_interval_s="
              f"{meta['flush_interval_s']}; polling every {args.poll_s * 1000:.0f} ms",
              f"background: {args.background} sessions x 1 heartbeat / {args.heartbeat_s:g} s "
              f"({run['background_batches']} batches)",
@@ -447,12 +451,13 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(numbers, indent=2, default=str) + "\n")
         failed = False
     except Exception as exc:  # noqa: BLE001 - any failure of the run is reported with the log
-        print(f"freshness: the run failed: {exc!r}\n--- vidpulse.log (tail) ---\n{process.log_tail()}",
+        tail = process.log_tail()
+        print(f"freshness: the run failed: {exc!r}" + (f"\n--- {process.log_path.name} (tail) ---\n{tail}" if tail else ""),
               file=sys.stderr)
     finally:
         process.stop()
         asyncio.run(delete_topics(bootstrap, run_id))
-        if failed or args.keep_workdir:
+        if (failed and process.log_path.exists()) or args.keep_workdir:
             print(f"workdir kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)

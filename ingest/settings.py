@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     flush_interval_s: float = Field(1.0, gt=0, description="a worker inserts at most once per table per partition per interval")
     commit_interval_s: float = Field(1.0, gt=0, description="how often the worker commits acknowledged offsets")
     consumer_session_timeout_s: float = Field(10.0, ge=6, description="how soon a dead worker's partitions move")
+    dimension_cap_per_day: int = Field(10_000, ge=1, description="distinct video/player/domain values per account per "
+                                       "UTC day before new ones fold into (other)")
     flush_max_events: int = Field(20_000, ge=1)
     session_close_grace_s: int = Field(10, ge=0, description="wait this long past the timeout before closing a silent session")
     data_dir: Path = Path("./data")

@@ -1,23 +1,20 @@
 /*
- * vidpulse player SDK: tracks one HTML5 <video> element and posts beacon-protocol v1 batches
- * (shared/spec/beacon-protocol.md) to a vidpulse tracker. No dependencies; never throws into
- * the page (every entry point is guarded) and never blocks playback (passive listeners only).
+ * vidpulse player SDK: tracks one HTML5 <video> and posts beacon protocol v1 batches to a vidpulse tracker
+ * (shared/spec/beacon-protocol.md; usage and options in ingest/sdk/README.md). No dependencies; never throws
+ * into the page (every entry point is guarded), never blocks playback (passive listeners, async sends).
  *
- *   import { attach } from "https://tracker.example/sdk/vidpulse.mjs";   // or <script src=".../sdk/vidpulse.js">
- *   const handle = attach(videoElement, {endpoint, account, player, video, live, user});   // window.vidpulse.attach
+ *   import { attach } from "https://tracker.example/sdk/vidpulse.mjs";  // or <script src=".../vidpulse.js">
+ *   const handle = attach(video, {endpoint, account, player, video: "id", live, user});  // window.vidpulse
  *   handle.adStart({serverSide: true});  handle.destroy();
  *
- * Sessions: one per playback of one source. A source change or a replay after `ended` starts a new one.
- * Watched time: content seconds the playhead advanced between two samples (timeupdate, pause, ticks) while
- * not seeking, and no faster than the wall clock allows (so seeks and stalls never count).
- * Delivery: events are queued and batched per session. Regular flushes use fetch(keepalive) with a
- * text/plain body: a network error, 408, 429 or 5xx keeps the events queued and the same events (same ids)
- * are sent again after a back-off (1 s doubling to 60 s, or Retry-After); other 4xx drop the batch, as
- * retrying cannot help. On pagehide or a hidden page everything queued goes out with navigator.sendBeacon
- * (text/plain Blob, no preflight); a beacon the browser accepted counts as sent, as delivery cannot be
- * observed; one it refuses stays queued for fetch. The tracker counts a re-sent event once (same session and
- * id), so overlapping deliveries are harmless. The queue holds at most `maxQueue` events; beyond it the oldest
- * are dropped.
+ * Session: one per playback of one source; a source change or a replay after `ended` starts a new one.
+ * Watched time: content seconds the playhead advanced between samples while not seeking, and no faster
+ * than the wall clock allows, so seeks and stalls never count.
+ * Delivery: events queue and are batched per session. Regular flushes use fetch(keepalive): on a network
+ * error, 408, 429 or 5xx the same events (same ids) are sent again after a back-off (1 s doubling to 60 s,
+ * or Retry-After); another 4xx drops the batch. On pagehide or a hidden page the whole queue goes out by
+ * navigator.sendBeacon (text/plain, no preflight), counted as sent once the browser accepts it (delivery
+ * cannot be observed). The tracker counts a re-sent event once. At most `maxQueue` events wait; the oldest go.
  */
 /* Classic-script build of vidpulse.mjs by ingest/sdk/build.py: do not edit by hand. */
 (function (global) {
@@ -40,15 +37,16 @@
   function warn(error) {
     try { console.warn("[vidpulse]", error); } catch (_) { /* no console */ }
   }
-
   function guard(fn) {
     return function guarded(...args) {
       try { return fn.apply(this, args); } catch (error) { warn(error); return undefined; }
     };
   }
-
   function clean(value, max) {
     return String(value == null ? "" : value).replace(CONTROL, " ").trim().slice(0, max);
+  }
+  function clampMs(ms) {
+    return Math.max(0, Math.min(MAX_MS, Math.round(ms)));
   }
 
   function randomId(length = 32) {
@@ -62,10 +60,6 @@
 
   function timeZone() {
     try { return Intl.DateTimeFormat().resolvedOptions().timeZone || undefined; } catch (_) { return undefined; }
-  }
-
-  function clampMs(ms) {
-    return Math.max(0, Math.min(MAX_MS, Math.round(ms)));
   }
 
   /** The tracker's /v1/track URL: `endpoint` (its base URL or the full URL), else where this SDK was served from. */
@@ -103,10 +97,7 @@
     }
 
     function remove(items) {
-      for (const item of items) {
-        const index = queue.indexOf(item);
-        if (index >= 0) queue.splice(index, 1);
-      }
+      for (const item of items) if (queue.includes(item)) queue.splice(queue.indexOf(item), 1);
       if (!queue.length && onIdle) onIdle();
     }
 
@@ -121,11 +112,7 @@
       if (inflight || !queue.length) return;
       if (Date.now() < retryAt) { schedule(0); return; }
       const { chosen, body } = batch(queue);
-      if (typeof fetch !== "function") {
-        if (beacon(body)) remove(chosen); else failed();
-        schedule(0);
-        return;
-      }
+      if (typeof fetch !== "function") { if (beacon(body)) remove(chosen); else failed(); schedule(0); return; }
       inflight = true;
       fetch(url, { method: "POST", body, keepalive: true, mode: "cors", credentials: "omit",
         headers: { "Content-Type": "text/plain" } })
@@ -165,14 +152,11 @@
     }
     const account = clean(options.account, 64);
     if (!IDENT.test(account)) throw new TypeError("vidpulse: options.account must be 1-64 chars of [A-Za-z0-9_-]");
-    const cfg = { ...DEFAULTS, ...options };
-    const player = clean(options.player || "vidpulse-web", 64);
-    const user = clean(options.user, 128) || undefined;
-    const sender = createSender(trackUrl(options.endpoint), cfg);
+    const cfg = { ...DEFAULTS, ...options }, sender = createSender(trackUrl(options.endpoint), cfg);
+    const player = clean(options.player || "vidpulse-web", 64), user = clean(options.user, 128) || undefined;
     let s = null; // the current session
     let clock = null; // last playhead sample: {pos, wall}
-    let running = false; // between `playing` and pause/waiting/seeking/ended
-    let destroyed = false;
+    let running = false, destroyed = false; // running: between `playing` and pause/waiting/seeking/ended
 
     function newSession(impression) {
       const videoId = typeof options.video === "function" ? options.video(el) : options.video;
@@ -199,8 +183,9 @@
       const length = el.duration;
       if (!(length > 0 && isFinite(length))) return;
       const atEnd = to >= length - 0.001;
-      const last = atEnd ? 100 : Math.ceil((to * 100) / length) - 1;
-      for (let k = Math.ceil((from * 100) / length); k <= last && s.points.length < 1000; k++) s.points.push(k);
+      const percent = (t) => (t <= 0.05 ? 0 : (t * 100) / length); // media often starts a few ms in
+      const last = atEnd ? 100 : Math.ceil(percent(to)) - 1;
+      for (let k = Math.ceil(percent(from)); k <= last && s.points.length < 1000; k++) s.points.push(k);
       const reached = atEnd ? 100 : (to * 100) / length;
       for (const q of QUARTILES) {
         if (reached >= q && !s.quartiles.has(q)) { s.quartiles.add(q); emit("quartile", { percent: q }); }
@@ -229,15 +214,10 @@
       if (s && s.viewAt != null && (s.open || s.watchedMs >= 1 || s.points.length)) progress("stop");
     }
 
-    function durationChange() {
-      if (s && isFinite(el.duration) && el.duration >= 0) s.duration = el.duration;
-    }
+    function durationChange() { if (s && isFinite(el.duration) && el.duration >= 0) s.duration = el.duration; }
 
     const media = {
-      loadstart() {
-        if (!s) newSession(true);
-        if (!s.src) s.src = el.currentSrc || null;
-      },
+      loadstart() { if (!s) newSession(true); if (!s.src) s.src = el.currentSrc || null; },
       emptied() { // the source changed or was reloaded: that playback is over
         if (!s || !s.src) return;
         stopIfOpen();
@@ -252,15 +232,13 @@
         if (s.viewAt == null) { s.viewAt = performance.now(); s.lastBeat = Date.now(); emit("view"); }
       },
       playing() {
-        sample();
-        running = true;
+        sample(); running = true;
         if (!s || s.viewAt == null) return;
         if (!s.framed) { s.framed = true; emit("first_frame", { startup_ms: clampMs(performance.now() - s.viewAt) }); }
         if (s.stallAt != null) { emit("rebuffer", { duration_ms: clampMs(performance.now() - s.stallAt) }); s.stallAt = null; }
       },
       waiting() {
-        sample();
-        running = false;
+        sample(); running = false;
         if (s && s.framed && !el.seeking && s.stallAt == null) s.stallAt = performance.now();
       },
       pause() { sample(); running = false; if (s) s.stallAt = null; },
@@ -270,18 +248,13 @@
           const end = Math.min(clock.pos + gap, isFinite(el.duration) ? el.duration : Infinity);
           if (end > clock.pos) played(clock.pos, end);
         }
-        clock = null; running = false;
-        if (s) s.stallAt = null;
+        clock = null; running = false; if (s) s.stallAt = null;
       },
       seeked() { sample(); running = !el.paused && el.readyState >= 3; },
       timeupdate: sample,
       ended() {
-        sample();
-        running = false;
-        if (!s) return;
-        s.stallAt = null;
-        stopIfOpen();
-        s.ended = true;
+        sample(); running = false;
+        if (s) { s.stallAt = null; stopIfOpen(); s.ended = true; }
       },
       error() {
         const error = el.error;
@@ -299,7 +272,10 @@
 
     function onExit(event) {
       if (event.type === "visibilitychange" && document.visibilityState !== "hidden") return;
-      if (!destroyed) { sample(); stopIfOpen(); }
+      if (!destroyed && s) { // pagehide often follows a hidden page: a second stop only for real news
+        sample();
+        if (s.open || s.watchedMs >= 250) progress("stop");
+      }
       sender.exit();
     }
 
@@ -313,8 +289,8 @@
     document.addEventListener("visibilitychange", exitHandler);
     const ticker = setInterval(guard(tick), 1000);
 
-    newSession(true);
-    if (!el.paused) { media.play(); s.framed = el.readyState >= 3; } // attached late: startup time unknown
+    if (el.currentSrc || typeof options.video !== "function") newSession(true); // else once the source is known
+    if (s && !el.paused) { media.play(); s.framed = el.readyState >= 3; } // attached late: startup time unknown
 
     return {
       get session() { return s ? s.id : null; },
@@ -323,8 +299,7 @@
       flush: guard(() => sender.flush()),
       destroy: guard(() => {
         if (destroyed) return;
-        sample();
-        stopIfOpen();
+        sample(); stopIfOpen();
         destroyed = true;
         clearInterval(ticker);
         for (const name of Object.keys(handlers)) el.removeEventListener(name, handlers[name]);
@@ -339,9 +314,7 @@
 
   /** Starts tracking `video`; returns a handle with destroy() and adStart({serverSide}). Never throws. */
   function attach(video, options) {
-    try {
-      return track(video, options || {});
-    } catch (error) {
+    try { return track(video, options || {}); } catch (error) {
       warn(error);
       return { session: null, pending: 0, adStart() {}, flush() {}, destroy() {} };
     }

@@ -30,6 +30,7 @@ def media(_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Me
     (folder / "player.html").write_bytes((HERE / "player.html").read_bytes())
     make_clip(folder / "clip40.webm", 40)
     make_clip(folder / "clip12.webm", 12)
+    (folder / "stall12.webm").write_bytes((folder / "clip12.webm").read_bytes())  # held back by a test
     (folder / "broken.webm").write_bytes(b"this is not a video" * 100)
     server = MediaServer(folder)
     yield server
@@ -44,13 +45,25 @@ def _playwright(_tools: None) -> Iterator[object]:
         yield playwright
 
 
+@pytest.fixture(scope="session")
+def _user_agent(_playwright) -> str:
+    """Chromium's own User-Agent without "Headless": the tracker rightly counts HeadlessChrome as a bot
+    and leaves it out of every metric, while these tests stand for a real viewer's browser."""
+    browser = _playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    try:
+        return browser.new_page().evaluate("() => navigator.userAgent").replace("HeadlessChrome", "Chrome")
+    finally:
+        browser.close()
+
+
 @pytest.fixture
-def player(request: pytest.FixtureRequest, _playwright, media: MediaServer, pipeline) -> Iterator[Player]:  # noqa: F811
+def player(request: pytest.FixtureRequest, _playwright, _user_agent: str, media: MediaServer,
+           pipeline) -> Iterator[Player]:  # noqa: F811
     """A fresh Chromium profile with player.html open (SDK not attached yet). Fails the test on any page error."""
     require_marker(request, "browser")
     with tempfile.TemporaryDirectory(prefix="vidpulse-chromium-") as profile:
         context = _playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, user_agent=_user_agent)
         try:
             page = context.pages[0] if context.pages else context.new_page()
             wrapper = Player(page, pipeline.url, media.url)

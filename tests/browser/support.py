@@ -124,19 +124,21 @@ class Player:
         self.page.evaluate("() => window.sdkReady")
         return self
 
-    def attach(self, src: str, **options: Any) -> None:
-        """Sets the source and attaches the SDK; options go to attach() as they are (endpoint: the tracker)."""
+    def attach(self, src: str, video_js: str | None = None, **options: Any) -> int | None:
+        """Attaches the SDK, then sets the source and waits for its metadata (or its error: returns the code).
+        Options go to attach() as they are (default endpoint: the tracker); ``video_js`` is a JS function for `video`."""
         options = {"endpoint": self.tracker_url, "player": "browser-test", **options}
-        self.page.evaluate("""async ({src, options}) => {
+        return self.page.evaluate("""async ({src, options, videoJs}) => {
             const sdk = await window.sdkReady;
+            if (videoJs) options.video = new Function("return " + videoJs)();
             window.handle = sdk.attach(player, options);
             player.src = src;
-            await new Promise((resolve, reject) => {
-                if (player.readyState >= 1) return resolve();
+            await new Promise((resolve) => {
                 player.addEventListener("loadedmetadata", resolve, {once: true});
-                player.addEventListener("error", () => reject(new Error("media error " + player.error.code)), {once: true});
+                player.addEventListener("error", resolve, {once: true});
             });
-        }""", {"src": f"{self.media_url}/{src}", "options": options})
+            return player.error ? player.error.code : null;
+        }""", {"src": f"{self.media_url}/{src}", "options": options, "videoJs": video_js})
 
     def play_until(self, seconds: float, timeout_s: float = 30) -> None:
         self.page.evaluate("() => player.play()")

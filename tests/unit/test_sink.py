@@ -14,10 +14,10 @@ M = 60_000
 BASE = 1_700_000_000_000 - 1_700_000_000_000 % M
 
 
-def batch(session_key: int, *events: tuple[str, str, int], is_bot: bool = False) -> EnrichedBatch:
+def batch(session_key: int, *events: tuple[str, str, int], is_bot: bool = False, video: str = "v") -> EnrichedBatch:
     return EnrichedBatch(
         account="a", player="p", session=f"s{session_key:08d}", session_key=session_key, fingerprint=session_key * 7,
-        video="v", live=False, tz="", user="", domain="", duration_s=None, country="ZZ", continent="",
+        video=video, live=False, tz="", user="", domain="", duration_s=None, country="ZZ", continent="",
         subdivision="", device_type="desktop", os="", browser="", is_bot=is_bot, received_at_ms=BASE,
         events=[EnrichedEvent(id=i, type=t, ts=when, event_time_ms=when, watched_ms=1000) for i, t, when in events])
 
@@ -26,10 +26,21 @@ class RecordingWriter:
     """Keeps what a ClickHouse would keep: raw blocks deduplicated by token, session-minutes as a set."""
 
     def __init__(self, fail_writes: int = 0) -> None:
+        self.admitted: set[tuple] = set()
         self.batches: dict[tuple[int, int], int] = {}
         self.blocks: dict[str, list[tuple]] = {}
         self.session_minutes: set[tuple] = set()
         self.fail_writes = fail_writes
+
+    async def dimension_values(self, keys):
+        found: dict = {}
+        for account, day, dimension, value in self.admitted:
+            if (account, day, dimension) in keys:
+                found.setdefault((account, day, dimension), set()).add(value)
+        return found
+
+    async def admit_dimension_values(self, rows):
+        self.admitted |= set(rows)
 
     async def record_batch(self, batch: BatchRange) -> None:
         self.batches[(batch.partition, batch.first_offset)] = batch.last_offset
@@ -41,7 +52,7 @@ class RecordingWriter:
         history: dict[int, list] = {}
         wanted = {key for _, key in keys}
         for row in self.raw_rows():
-            key, event_id, kind, part, offset = row[2], row[4], row[5], row[-2], row[-1]
+            key, event_id, kind, part, offset = row[2], row[4], row[5], row[-3], row[-2]
             if key in wanted and not (part == partition and offset >= before_offset):
                 history.setdefault(key, []).append((event_id, kind, int(row[6].timestamp() * 1000)))
         return history
@@ -62,11 +73,11 @@ class RecordingWriter:
 
 
 class Harness:
-    def __init__(self, writer: RecordingWriter, max_events: int = 1000, grace_ms: int = 0) -> None:
+    def __init__(self, writer: RecordingWriter, max_events: int = 1000, grace_ms: int = 0, cap: int = 100) -> None:
         self.acked: list[int] = []
         self.now_ms = BASE + 100 * M
         config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=grace_ms, flush_interval_s=3600,
-                            flush_max_events=max_events)
+                            flush_max_events=max_events, dimension_cap_per_day=cap)
 
         async def ack(handle):
             self.acked.append(handle)
@@ -232,6 +243,25 @@ def test_a_rewound_consumer_replaces_the_pending_batch():
     assert harness.acked == [10, 11]
     assert sorted(writer.blocks) == ["g/t/0/0-1"]
     assert writer.event_ids() == ["1", "2"]
+
+
+def test_new_values_beyond_the_daily_cap_fold_into_other_and_replay_folds_the_same():
+    writer = RecordingWriter()
+    messages = [batch(k, (f"{k}", "view", BASE + k), video=f"junk-{k}") for k in range(1, 6)]
+
+    async def run_all(harness):
+        for offset, message in enumerate(messages):
+            await harness.sink.add(0, offset, message, offset)
+        await harness.sink.flush_all()
+
+    run(run_all(Harness(writer, max_events=2, cap=3)))
+    videos = [row[9] for row in sorted(writer.raw_rows(), key=lambda r: r[4])]
+    assert videos == ["junk-1", "junk-2", "junk-3", "(other)", "(other)"]
+    folded = {row[4]: row[-1] for row in writer.raw_rows()}
+    assert folded["4"] == {"video": "junk-4"} and folded["1"] == {}
+    writer.blocks.clear()  # a replay from scratch with a fresh worker decides the same way
+    run(run_all(Harness(writer, max_events=2, cap=3)))
+    assert [row[9] for row in sorted(writer.raw_rows(), key=lambda r: r[4])] == videos
 
 
 @pytest.mark.parametrize("revoked", [{0}, {0, 1}])

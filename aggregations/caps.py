@@ -1,0 +1,78 @@
+"""A cap on distinct values per dimension, per account and UTC day, for the dimensions players choose.
+
+Without it, a flood of junk video ids (or players, or page hosts) would blow
+up the minute pre-aggregations, whose rows multiply with every distinct
+value. The first ``cap`` values of a day are admitted and remembered in
+ClickHouse (written before the rows that use them, so a replay decides the
+same way); later new values fold into "(other)".
+
+Several workers admit independently, so a day can exceed the cap by the
+values admitted concurrently (at most one flush's worth per worker).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ingest.models import EnrichedBatch
+
+CAPPED = ("video", "player", "domain")
+OTHER = "(other)"
+Key = tuple[str, dt.date, str]  # account, day, dimension
+Loader = Callable[[list[Key]], Awaitable[dict[Key, set[str]]]]
+
+
+class DimensionCaps:
+    def __init__(self, cap: int, load: Loader, on_fold: Callable[[str], None]) -> None:
+        self._cap, self._load, self._on_fold = cap, load, on_fold
+        self._known: dict[Key, set[str]] = {}
+
+    async def apply(self, batches: list[EnrichedBatch]) -> tuple[list[tuple[EnrichedBatch, dict[str, str]]],
+                                                               list[tuple[str, dt.date, str, str]]]:
+        """Each batch with capped values folded (and what was folded), plus the values admitted now."""
+        self._forget_old_days(batches)
+        await self._load_missing({key for batch in batches for key in _keys(batch)})
+        admitted: list[tuple[str, dt.date, str, str]] = []
+        result = []
+        for batch in batches:
+            changes: dict[str, Any] = {}
+            for key in _keys(batch):
+                value = getattr(batch, key[2])
+                known = self._known[key]
+                if value in known:
+                    continue
+                if len(known) < self._cap:
+                    known.add(value)
+                    admitted.append((*key, value))
+                else:
+                    changes[key[2]] = OTHER
+                    self._on_fold(key[2])
+            folded = {name: getattr(batch, name) for name in changes}
+            result.append((batch.model_copy(update=changes) if changes else batch, folded))
+        return result, admitted
+
+    async def _load_missing(self, keys: set[Key]) -> None:
+        missing = sorted(key for key in keys if key not in self._known)
+        if missing:
+            loaded = await self._load(missing)
+            for key in missing:
+                self._known[key] = loaded.get(key, set())
+
+    def _forget_old_days(self, batches: list[EnrichedBatch]) -> None:
+        """Keeps today and yesterday (late beacons); older days leave memory."""
+        if not batches:
+            return
+        newest = max(_day(batch) for batch in batches)
+        for key in [key for key in self._known if key[1] < newest - dt.timedelta(days=1)]:
+            del self._known[key]
+
+
+def _day(batch: EnrichedBatch) -> dt.date:
+    return dt.datetime.fromtimestamp(batch.received_at_ms / 1000, dt.timezone.utc).date()
+
+
+def _keys(batch: EnrichedBatch) -> list[Key]:
+    day = _day(batch)
+    return [(batch.account, day, name) for name in CAPPED]
