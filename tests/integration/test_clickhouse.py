@@ -30,10 +30,10 @@ def make_batch(key: int, video: str, country: str, events: list[tuple[str, str, 
         events=[EnrichedEvent(id=i, type=t, ts=when, event_time_ms=when, **extra) for i, t, when, extra in events])
 
 
-def load(db, batches: list[EnrichedBatch]) -> None:
+def load(db, batches: list[EnrichedBatch], cap: int = 10_000, first_offset: int = 0) -> None:
     """Through the real sink and writer, as the worker would, one message per batch."""
     config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=0,
-                        flush_max_events=10_000)
+                        flush_max_events=10_000, dimension_cap_per_day=cap)
 
     async def ack(_):
         return None
@@ -43,7 +43,7 @@ def load(db, batches: list[EnrichedBatch]) -> None:
                      clock_ms=lambda: BASE + 60 * M)
 
     async def run():
-        for offset, batch in enumerate(batches):
+        for offset, batch in enumerate(batches, start=first_offset):
             await sink.add(0, offset, batch, offset)
         await sink.flush_all()
         await sink.flush_due()
@@ -181,3 +181,15 @@ def test_bad_or_hostile_parameters(clickhouse, params, status, fragment):
 def test_malformed_account_is_a_400(clickhouse):
     response = get(clickhouse, "/v1/events/accounts/bad%20id", dimensions="video", metrics="ccu")
     assert response.status_code in (400, 422)
+
+
+def test_a_flood_of_new_video_ids_folds_into_other(clickhouse):
+    flood = [make_batch(100 + n, f"junk-{n}", "US", [("1", "view", BASE + n * 1000, {})]) for n in range(6)]
+    load(clickhouse, flood[:4], cap=3)
+    load(clickhouse, flood[4:], cap=3, first_offset=4)  # a new worker: the admitted values come from ClickHouse
+    answer = get(clickhouse, "/v1/events/accounts/1234", dimensions="video", metrics="video_view,ccu",
+                 **{"from": str(BASE), "to": str(BASE + 10 * M)}).json()
+    assert {row["dimensions"]["video"]: row["totals"]["video_view"] for row in answer["data"]} == {
+        "junk-0": 1, "junk-1": 1, "junk-2": 1, "(other)": 3}
+    assert clickhouse.query("SELECT folded['video'] FROM events_raw WHERE video = '(other)' ORDER BY 1") == [
+        ("junk-3",), ("junk-4",), ("junk-5",)]
