@@ -27,5 +27,7 @@ class WorkerMetrics:
         self.dimension_folds = Counter("vidpulse_worker_dimension_values_folded_total",
                                        "Batches whose value was written as (other): the day's cap was reached.",
                                        ["dimension"], registry=registry)
+        self.dimension_cap = Gauge("vidpulse_worker_dimension_cap_per_day",
+                                   "Distinct values admitted per account, dimension and UTC day.", registry=registry)
         self.sessions_evicted = Counter("vidpulse_worker_sessions_evicted_total",
                                         "Open sessions dropped from the cache at its size limit.", registry=registry)

@@ -78,6 +78,7 @@ class EventSink:
         self._recorded: dict[int, dict[int, int]] = {}
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._lock = asyncio.Lock()
+        metrics.dimension_cap.set(config.dimension_cap_per_day)
         self._caps = DimensionCaps(config.dimension_cap_per_day, self._load_dimension_values,
                                    lambda dimension: metrics.dimension_folds.labels(dimension).inc())
 

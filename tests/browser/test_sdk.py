@@ -119,6 +119,28 @@ def test_a_source_change_stops_the_session_and_starts_a_new_one(pipeline, player
     assert {batch["video"]: batch["duration_s"] for batch in batches} == {"clip12": 12.0, "clip40": 40.0}
 
 
+def test_a_replay_after_the_end_is_a_new_session(pipeline, player):
+    account = new_account()
+    player.open().attach("clip12.webm", account=account, video="clip-12")
+    player.evaluate("() => { player.currentTime = 10; }")
+    player.page.wait_for_function("() => !player.seeking", polling=20)
+    player.evaluate("() => player.play()")
+    player.page.wait_for_function("() => player.ended", polling=20, timeout=30_000)
+    first_session = player.evaluate("() => handle.session")
+    player.play_until(1)  # play() after the end starts over
+    assert player.evaluate("() => handle.session") != first_session
+    played_s = player.evaluate("() => { handle.destroy(); return playedSeconds(); }")
+
+    events = events_of(published(pipeline, account, lambda found: kinds(events_of(found)).count("stop") == 2))
+    first = [event for event in events if event["session"] == first_session]
+    second = [event for event in events if event["session"] != first_session]
+    # playback reached 10 s of 12 (83 %): Played 25/50/75 % count then, 100 % at the end
+    assert kinds(first) == ["impression", "view", "first_frame", "quartile", "quartile", "quartile", "quartile", "stop"]
+    assert [event["percent"] for event in first if event["type"] == "quartile"] == [25, 50, 75, 100]
+    assert kinds(second) == ["view", "first_frame", "stop"]  # nothing new was loaded: no impression
+    assert abs(watched_ms(events) - played_s * 1000) <= 300, (events, played_s)
+
+
 def test_leaving_the_page_flushes_everything_with_send_beacon(pipeline, player):
     account = new_account()
     player.open().attach("clip12.webm", account=account, video="clip-12", batchMs=600_000)  # only an exit sends

@@ -107,6 +107,22 @@ def test_forwarded_for_resolves_to_the_rightmost_untrusted_hop(pipeline):
     assert eventually(fetch, expected) == expected
 
 
+def test_bots_are_kept_raw_but_left_out_of_every_metric(pipeline):
+    bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    with httpx.Client(base_url=pipeline.url, timeout=30) as client:
+        post(client, envelope("botsession01", "bot-video", account="tracker",
+                              events=[{"id": "1", "type": "view", "ts": NOW()}]), user_agent=bot)
+        post(client, envelope("humansess01", "bot-video", account="tracker",
+                              events=[{"id": "1", "type": "view", "ts": NOW()}]))
+    messages = read_topic(pipeline.env["VIDPULSE_KAFKA_BOOTSTRAP"], pipeline.env["VIDPULSE_TOPIC_PREFIX"] + "events", 2)
+    assert {m["session"]: m["is_bot"] for m in messages if m["video"] == "bot-video"} == {
+        "botsession01": True, "humansess01": False}
+    fetch = lambda: get(pipeline, "events", "tracker", dimensions="video", metrics="video_view,ccu",  # noqa: E731
+                        where="video==bot-video")["data"]
+    expected = [{"dimensions": {"account": "tracker", "video": "bot-video"}, "totals": {"video_view": 1, "ccu": 1}}]
+    assert eventually(fetch, expected) == expected
+
+
 def test_cors_preflight_and_origin(pipeline):
     preflight = httpx.options(f"{pipeline.url}/v1/track", headers={"Origin": "https://player.example"})
     assert preflight.status_code == 204
