@@ -20,7 +20,7 @@ RAW_COLUMNS = ("account", "session", "session_key", "fingerprint", "event_id", "
                "startup_ms", "percent", "rebuffer_ms", "server_side", "error_code", "error_message", "fatal",
                "kafka_partition", "kafka_offset", "folded")
 
-SESSION_MINUTE_COLUMNS = ("account", "minute", *DIMENSIONS, "session_key", "fingerprint")
+SESSION_MINUTE_COLUMNS = ("account", "minute", *DIMENSIONS, "session_key", "fingerprint", "exit_before_start")
 
 
 def utc(time_ms: int) -> dt.datetime:
@@ -57,9 +57,13 @@ class SessionIdentity:
     def of(cls, batch: EnrichedBatch) -> SessionIdentity:
         return cls(batch.account, batch.session_key, batch.fingerprint, dimension_values(batch))
 
-    def minute_rows(self, minutes: set[int]) -> list[tuple[Any, ...]]:
-        return [(self.account, utc(minute), *self.dimensions, self.session_key, self.fingerprint)
+    def minute_rows(self, minutes: set[int], exit_minute: int | None = None) -> list[tuple[Any, ...]]:
+        """Active minutes, plus the exit-before-start mark at the view's minute when there is one."""
+        rows = [(self.account, utc(minute), *self.dimensions, self.session_key, self.fingerprint, False)
                 for minute in sorted(minutes)]
+        if exit_minute is not None:
+            rows.append((self.account, utc(exit_minute), *self.dimensions, self.session_key, self.fingerprint, True))
+        return rows
 
 
 @dataclass

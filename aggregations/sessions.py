@@ -11,8 +11,12 @@ timeout has passed with none; so the minutes of a stretch are emitted then
 emitted at once. Emitting a session-minute twice is harmless (the table keeps
 distinct sessions per minute), which makes replays safe.
 
-Known limit: an event arriving after later events of its session (out of
-order) adds its own minute but no stretch.
+A session that ends (stop or timeout) after a view and before any first frame
+is an exit before start, counted at its view's minute.
+
+Known limits: an event arriving after later events of its session (out of
+order) adds its own minute but no stretch; a session that resumes and starts
+after an exit was counted stays counted.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class SessionState:
     last_type: str = ""
     seen_ids: set[str] = field(default_factory=set)
     closed: bool = True
+    view_ms: int | None = None  # the first view: where an exit before start is counted
+    started: bool = False  # a first frame was seen
 
     @classmethod
     def from_history(cls, events: list[tuple[str, str, int]]) -> SessionState:
@@ -41,6 +47,8 @@ class SessionState:
         again re-emits minutes already written, which changes nothing.
         """
         state = cls(seen_ids={event_id for event_id, _, _ in events})
+        for _, event_type, time_ms in events:
+            _note_start(state, event_type, time_ms)
         if events:
             _, state.last_type, state.last_time_ms = max(events, key=lambda event: event[2])
             state.closed = state.last_type in ENDS_ACTIVITY
@@ -61,6 +69,7 @@ def minute_of(time_ms: int) -> int:
 
 def advance(state: SessionState, event_type: str, time_ms: int, timeout_ms: int) -> set[int]:
     """Applies one new event; returns the minutes it makes certain."""
+    _note_start(state, event_type, time_ms)
     minutes: set[int] = set()
     if state.last_time_ms is None or time_ms >= state.last_time_ms:
         if not state.closed and state.last_time_ms is not None:
@@ -78,3 +87,19 @@ def close(state: SessionState, now_ms: int, timeout_ms: int, grace_ms: int) -> s
         return set()
     state.closed = True
     return minutes_between(state.last_time_ms, state.last_time_ms + timeout_ms)
+
+
+def exit_before_start(state: SessionState) -> int | None:
+    """For a session that has ended (stop or timeout) after a view but before any first frame: the
+    minute of its view, where the exit is counted. Asking again gives the same answer, and the
+    table counts distinct sessions, so the exit is counted once."""
+    if state.closed and state.view_ms is not None and not state.started:
+        return minute_of(state.view_ms)
+    return None
+
+
+def _note_start(state: SessionState, event_type: str, time_ms: int) -> None:
+    if event_type == "view" and (state.view_ms is None or time_ms < state.view_ms):
+        state.view_ms = time_ms
+    elif event_type == "first_frame":
+        state.started = True

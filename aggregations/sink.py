@@ -199,7 +199,7 @@ class EventSink:
                 minutes |= sessions.advance(cached.state, event.type, event.event_time_ms,
                                             self._config.session_timeout_ms)
             self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0), event.event_time_ms)
-        rows.session_minutes += cached.identity.minute_rows(minutes)
+        rows.session_minutes += cached.identity.minute_rows(minutes, sessions.exit_before_start(cached.state))
 
     async def _load_dimension_values(self, keys: list[Any]) -> dict[Any, set[str]]:
         return await self._retrying(lambda: self._writer.dimension_values(keys))
@@ -231,7 +231,8 @@ class EventSink:
                 continue  # more of this session may be in flight, whatever its event times say
             minutes = sessions.close(cached.state, self._closing_time(cached.partition, now_ms),
                                      self._config.session_timeout_ms, self._config.close_grace_ms)
-            rows += cached.identity.minute_rows(minutes)
+            if minutes:
+                rows += cached.identity.minute_rows(minutes, sessions.exit_before_start(cached.state))
             if cached.state.closed and cached.partition not in self._pending:
                 del self._sessions[key]
         self._metrics.open_sessions.set(len(self._sessions))

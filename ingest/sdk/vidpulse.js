@@ -194,7 +194,7 @@
 
     function sample() {
       const now = performance.now(), pos = el.currentTime;
-      if (s && clock && !el.seeking) {
+      if (s && clock && running && !el.seeking) { // only while playing: a paused frame snap can move currentTime
         const advance = pos - clock.pos, allowed = ((now - clock.wall) / 1000) * Math.abs(el.playbackRate) + JUMP_SLACK_S;
         if (advance > 0 && advance <= allowed) played(clock.pos, pos);
       }
@@ -290,7 +290,7 @@
     const ticker = setInterval(guard(tick), 1000);
 
     if (el.currentSrc || typeof options.video !== "function") newSession(true); // else once the source is known
-    if (s && !el.paused) { media.play(); s.framed = el.readyState >= 3; } // attached late: startup time unknown
+    if (s && !el.paused) { media.play(); s.framed = running = el.readyState >= 3; } // late: startup unknown
 
     return {
       get session() { return s ? s.id : null; },

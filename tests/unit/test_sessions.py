@@ -70,3 +70,20 @@ def test_history_rebuild_matches_live_state():
     assert (rebuilt.last_time_ms, rebuilt.last_type, rebuilt.closed) == (live.last_time_ms, live.last_type, live.closed)
     assert rebuilt.seen_ids == {"1", "2", "3"}
     assert SessionState.from_history([("9", "stop", 5 * M)]).closed
+
+
+def test_exit_before_start_needs_a_view_an_end_and_no_first_frame():
+    from aggregations.sessions import exit_before_start
+
+    state = SessionState()
+    advance(state, "impression", 1 * M, T)
+    advance(state, "view", 2 * M + 1, T)
+    assert exit_before_start(state) is None  # still open
+    advance(state, "stop", 3 * M, T)
+    assert exit_before_start(state) == 2 * M
+    started = SessionState()
+    for kind, when in (("view", M), ("first_frame", M + 1), ("stop", M + 2)):
+        advance(started, kind, when, T)
+    assert exit_before_start(started) is None
+    rebuilt = SessionState.from_history([("1", "view", 5 * M), ("2", "stop", 6 * M)])
+    assert exit_before_start(rebuilt) == 5 * M

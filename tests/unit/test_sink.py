@@ -27,6 +27,7 @@ class RecordingWriter:
 
     def __init__(self, fail_writes: int = 0) -> None:
         self.admitted: set[tuple] = set()
+        self.exits: set[tuple] = set()
         self.batches: dict[tuple[int, int], int] = {}
         self.blocks: dict[str, list[tuple]] = {}
         self.session_minutes: set[tuple] = set()
@@ -63,7 +64,8 @@ class RecordingWriter:
             raise ConnectionError("database down")
         if batch is not None:
             self.blocks.setdefault(batch.token, list(rows.raw))
-        self.session_minutes |= {(r[1], r[-2]) for r in rows.session_minutes}
+        self.session_minutes |= {(r[1], r[-3]) for r in rows.session_minutes if not r[-1]}
+        self.exits |= {(r[1], r[-3]) for r in rows.session_minutes if r[-1]}
 
     def raw_rows(self) -> list[tuple]:
         return [row for block in self.blocks.values() for row in block]
@@ -213,6 +215,21 @@ def test_late_beacons_of_one_session_are_not_closed_between_batches():
     run(scenario())
     minutes = {int(minute.timestamp() * 1000) for minute, _ in writer.session_minutes}
     assert minutes == {BASE}  # the stop ended it inside its first minute: no timeout stretch into the next
+
+
+def test_a_session_that_ends_before_its_first_frame_is_an_exit_at_its_view():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1)
+
+    async def scenario():
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE + M + 5_000), ("2", "stop", BASE + 2 * M)), 0)
+        await harness.sink.add(0, 1, batch(2, ("1", "view", BASE + 5_000), ("2", "first_frame", BASE + 6_000),
+                                           ("3", "stop", BASE + 9_000)), 1)
+        await harness.sink.add(0, 2, batch(3, ("1", "view", BASE + 3 * M)), 2)  # times out unstarted
+        await harness.sink.flush_due()
+
+    run(scenario())
+    assert {(int(m.timestamp() * 1000), key) for m, key in writer.exits} == {(BASE + M, 1), (BASE + 3 * M, 3)}
 
 
 def test_unreadable_message_is_acknowledged_and_written_nowhere():
