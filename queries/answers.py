@@ -6,55 +6,60 @@ from typing import Any
 
 from aggregations.clickhouse import ClickHouse
 from queries import sql
-from queries.catalog import BOOLEAN_DIMENSIONS, METRICS, value_of
+from queries.catalog import BOOLEAN_DIMENSIONS, METRICS, Component, Value, value_of
 from queries.params import Buckets, Question
 
 DimensionKey = tuple[Any, ...]
+Found = dict[DimensionKey, dict[Component, float]]
 
 
 async def timeseries(db: ClickHouse, question: Question, buckets: Buckets) -> dict[str, Any]:
-    """Every bucket of every series, with 0 where a bucket has no data (gap filling)."""
-    series: dict[str, dict[DimensionKey, list[int | float]]] = {name: {} for name in question.metrics}
-    for table, metrics in sql.metrics_by_table(question.metrics).items():
-        statement = sql.timeseries(question, buckets, table, metrics)
-        width = len(question.dimensions)
+    """Every bucket of every series; a bucket without data is 0 (null for ratios and percentiles)."""
+    per_bucket: dict[int, Found] = {start: {} for start in buckets.starts_ms}
+    for components in sql.component_groups(question.metrics).values():
+        statement = sql.timeseries(question, buckets, components)
         for row in await db.aquery(statement.sql, statement.parameters):
-            bucket, key, values = row[0], _key(row[1:1 + width]), row[1 + width:]
-            for metric, value in zip(metrics, values, strict=True):
-                points = series[metric.name].setdefault(key, [value_of(metric, 0)] * buckets.count)
-                if 0 <= bucket < buckets.count:
-                    points[bucket] = value_of(metric, value)
-    timestamps = buckets.timestamps()
-    return {name: {"data": [
-        {"dimensions": _dimensions(question, key),
-         "points": [{"timestamp": ts, "value": value} for ts, value in zip(timestamps, points, strict=True)]}
-        for key, points in sorted(by_key.items())
-    ]} for name, by_key in series.items()}
+            bucket_ms = int(row[0]) * 1000
+            if bucket_ms in per_bucket:
+                _collect(per_bucket[bucket_ms], question, row[1:], statement.components)
+    return {name: {"data": _series(question, name, buckets, per_bucket)} for name in question.metrics}
 
 
 async def totals(db: ClickHouse, question: Question, sort: str | None, descending: bool,
                  limit: int, offset: int) -> dict[str, Any]:
     """Totals over the range per combination; combinations with data in any requested metric appear."""
-    rows: dict[DimensionKey, dict[str, int | float]] = {}
-    for table, metrics in sql.metrics_by_table(question.metrics).items():
-        statement = sql.totals(question, table, metrics)
-        width = len(question.dimensions)
+    found: Found = {}
+    for components in sql.component_groups(question.metrics).values():
+        statement = sql.totals(question, components)
         for row in await db.aquery(statement.sql, statement.parameters):
-            entry = rows.setdefault(_key(row[:width]), {})
-            for metric, value in zip(metrics, row[width:], strict=True):
-                entry[metric.name] = value_of(metric, value)
-    ordered = sorted(rows.items())
+            _collect(found, question, row, statement.components)
+    rows = [(key, {name: value_of(METRICS[name], values) for name in question.metrics})
+            for key, values in sorted(found.items())]
     if sort:
-        ordered.sort(key=lambda item: item[1].get(sort, 0), reverse=descending)
-    return {"data": [
-        {"dimensions": _dimensions(question, key),
-         "totals": {name: values.get(name, value_of(METRICS[name], 0)) for name in question.metrics}}
-        for key, values in ordered[offset:offset + limit]
-    ]}
+        rows.sort(key=lambda item: _sortable(item[1][sort]), reverse=descending)
+    return {"data": [{"dimensions": _dimensions(question, key), "totals": values}
+                     for key, values in rows[offset:offset + limit]]}
 
 
-def _key(values: tuple[Any, ...]) -> DimensionKey:
-    return tuple(values)
+def _collect(found: Found, question: Question, row: tuple[Any, ...], components: list[Component]) -> None:
+    width = len(question.dimensions)
+    entry = found.setdefault(tuple(row[:width]), {})
+    for component, value in zip(components, row[width:], strict=True):
+        entry[component] = value
+
+
+def _series(question: Question, name: str, buckets: Buckets, per_bucket: dict[int, Found]) -> list[dict[str, Any]]:
+    metric = METRICS[name]
+    keys = sorted({key for found in per_bucket.values() for key, values in found.items()
+                   if any(component in values for component in metric.components)})
+    return [{"dimensions": _dimensions(question, key),
+             "points": [{"timestamp": start, "value": value_of(metric, per_bucket[start].get(key, {}))}
+                        for start in buckets.starts_ms]} for key in keys]
+
+
+def _sortable(value: Value) -> tuple[bool, float]:
+    """Nulls (ratios with no data) sort below every number."""
+    return (value is not None, value or 0)
 
 
 def _dimensions(question: Question, key: DimensionKey) -> dict[str, Any]:

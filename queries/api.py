@@ -36,10 +36,13 @@ def query_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
     async def timeseries(account_id: AccountId, dimensions: Dimensions = None,
                          metrics_: Annotated[str | None, Query(alias="metrics")] = None, where: Where = None,
                          start: From = None, to: To = None, bucket_duration: str | None = None,
-                         bucket_limit: str | None = None) -> Any:
+                         bucket_limit: str | None = None,
+                         time_step: Annotated[str | None, Query(description="hour|day|week|month|year|all")] = None,
+                         tz: Annotated[str | None, Query(description="IANA zone for time_step; default UTC")] = None,
+                         ) -> Any:
         async def run() -> Any:
             question = parse_question(account_id, dimensions, metrics_, where, start, to)
-            buckets = parse_buckets(question, bucket_duration, bucket_limit)
+            buckets = parse_buckets(question, bucket_duration, bucket_limit, time_step, tz)
             return await answers.timeseries(db, question, buckets)
         return await _answer("timeseries", metrics, run)
 

@@ -6,6 +6,7 @@ import datetime as dt
 import math
 import re
 import time
+import zoneinfo
 from dataclasses import dataclass
 
 from queries.catalog import BOOLEAN_DIMENSIONS, ENUM_DIMENSIONS, GROUPABLE, METRICS
@@ -14,6 +15,7 @@ MINUTE_MS = 60_000
 DEFAULT_RANGE_MS = 32 * 24 * 3600 * 1000
 MAX_POINTS = 50_000
 MAX_LIMIT = 10_000
+TIME_STEPS = ("hour", "day", "week", "month", "year", "all")
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([mhd])$")
 # A "+" in a URL's query string arrives as a space: "10:00:00 02:00" means "10:00:00+02:00".
 _PLUS_AS_SPACE = re.compile(r" ([0-9]{2}:?[0-9]{2})$")
@@ -48,12 +50,19 @@ class Question:
 
 @dataclass(frozen=True)
 class Buckets:
-    start_ms: int
-    step_ms: int
-    count: int
+    """Bucket start times; fixed steps of whole minutes from `from`, or calendar units in a time zone."""
+
+    starts_ms: tuple[int, ...]
+    step_ms: int | None = None
+    unit: str | None = None
+    tz: str = "UTC"
+
+    @property
+    def count(self) -> int:
+        return len(self.starts_ms)
 
     def timestamps(self) -> list[int]:
-        return [self.start_ms + i * self.step_ms for i in range(self.count)]
+        return list(self.starts_ms)
 
 
 def parse_question(account: str, dimensions: str | None, metrics: str | None, where: str | None,
@@ -103,9 +112,14 @@ def parse_where(text: str | None) -> tuple[Filter, ...]:
     return tuple(filters)
 
 
-def parse_buckets(question: Question, duration: str | None, limit: str | None) -> Buckets:
-    if duration and limit:
-        raise QueryError("use either bucket_duration or bucket_limit, not both")
+def parse_buckets(question: Question, duration: str | None, limit: str | None, time_step: str | None = None,
+                  tz: str | None = None) -> Buckets:
+    if sum(bool(choice) for choice in (duration, limit, time_step)) > 1:
+        raise QueryError("use one of bucket_duration, bucket_limit or time_step, not several")
+    if time_step:
+        return calendar_buckets(question, time_step, tz or "UTC")
+    if tz:
+        raise QueryError("tz applies to time_step only: fixed buckets start at `from`")
     span_minutes = (question.end_ms - question.start_ms) // MINUTE_MS
     if limit:
         if not limit.isdigit() or int(limit) < 1:
@@ -114,10 +128,62 @@ def parse_buckets(question: Question, duration: str | None, limit: str | None) -
     else:
         step_minutes = _duration_minutes(duration or "1m")
     count = math.ceil(span_minutes / step_minutes)
+    _check_points(count, f"buckets of {step_minutes} min")
+    step_ms = step_minutes * MINUTE_MS
+    return Buckets(tuple(question.start_ms + i * step_ms for i in range(count)), step_ms=step_ms)
+
+
+def calendar_buckets(question: Question, unit: str, tz: str) -> Buckets:
+    """Livepeer-style steps aligned to calendar boundaries in ``tz``; the first bucket holds `from`."""
+    if unit not in TIME_STEPS:
+        raise QueryError(f"time_step must be one of {', '.join(TIME_STEPS)}, not {unit!r}", list(TIME_STEPS))
+    try:
+        zone = zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise QueryError(f"tz must be an IANA time zone name, not {tz!r}") from exc
+    if unit == "all":
+        return Buckets((question.start_ms,), unit=unit, tz=tz)
+    starts, current = [], _calendar_floor(_local(question.start_ms, zone), unit)
+    while _epoch_ms(current) < question.end_ms:
+        starts.append(_epoch_ms(current))
+        current = _calendar_next(current, unit)
+        _check_points(len(starts), f"{unit} buckets")
+    return Buckets(tuple(starts), unit=unit, tz=tz)
+
+
+def _local(epoch_ms: int, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, zone)
+
+
+def _epoch_ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _calendar_floor(moment: dt.datetime, unit: str) -> dt.datetime:
+    floors = {"hour": dict(minute=0), "day": dict(hour=0, minute=0), "week": dict(hour=0, minute=0),
+              "month": dict(day=1, hour=0, minute=0), "year": dict(month=1, day=1, hour=0, minute=0)}
+    floored = moment.replace(second=0, microsecond=0, **floors[unit])
+    if unit == "week":
+        floored -= dt.timedelta(days=floored.weekday())  # weeks start on Monday (ISO 8601)
+    return floored
+
+
+def _calendar_next(moment: dt.datetime, unit: str) -> dt.datetime:
+    """Wall-clock arithmetic on zone-aware times (zoneinfo recomputes the offset), so a day across a
+    DST change is 23 or 25 hours long, as a calendar day is; hours are absolute."""
+    if unit == "hour":
+        return dt.datetime.fromtimestamp(moment.timestamp() + 3600, moment.tzinfo)
+    if unit in ("day", "week"):
+        return moment + dt.timedelta(days=1 if unit == "day" else 7)
+    if unit == "month":
+        return moment.replace(year=moment.year + moment.month // 12, month=moment.month % 12 + 1)
+    return moment.replace(year=moment.year + 1)
+
+
+def _check_points(count: int, what: str) -> None:
     if count > MAX_POINTS:
-        raise QueryError(f"the range holds {count} buckets of {step_minutes} min; at most {MAX_POINTS} points "
-                         "per series: narrow from/to or use a longer bucket_duration")
-    return Buckets(question.start_ms, step_minutes * MINUTE_MS, count)
+        raise QueryError(f"the range holds {count} {what}; at most {MAX_POINTS} points "
+                         "per series: narrow from/to or use a longer bucket")
 
 
 def parse_page(sort: str | None, limit: str | None, offset: str | None,

@@ -28,7 +28,7 @@ def totals(pipeline, account: str) -> dict:
 def test_a_real_playback_is_counted_as_played(pipeline, player):
     account = f"browser-{uuid.uuid4().hex[:8]}"
     started = time.time()
-    player.open().attach("clip40.webm", account=account, video="clip-40")
+    player.open().attach("clip40.webm", account=account, video="clip-40", user="viewer-42")
     player.play_until(4)
     player.pause()
     player.wait(1.5)
@@ -51,13 +51,16 @@ def test_a_real_playback_is_counted_as_played(pipeline, player):
         assert (body["v"], body["account"], body["player"], body["video"], body["live"]) == (
             1, account, "browser-test", "clip-40", False)
         assert started * 1000 - 1000 <= body["sent_at"] <= time.time() * 1000, body["sent_at"]
-        assert body["context"]["tz"] == tz and body["context"]["page"] == page_url
+        assert (body["context"]["tz"], body["context"]["page"], body["context"]["user"]) == (tz, page_url, "viewer-42")
     assert any(body["context"].get("duration") == 40.0 for body in bodies), [body["context"] for body in bodies]
     answers = player.answers()
     assert answers and all(status == 202 and answer["rejected"] == 0 for status, answer in answers), answers
 
     # What the tracker published: the raw events of that one playback.
-    events = events_of(published(pipeline, account, has_stop()))
+    batches = published(pipeline, account, has_stop())
+    assert {(batch["user"], batch["domain"], batch["duration_s"], batch["is_bot"]) for batch in batches} == {
+        ("viewer-42", "127.0.0.1", 40.0, False)}
+    events = events_of(batches)
     assert {event["session"] for event in events} == {session}
     assert len({event["id"] for event in events}) == len(events), "event ids repeat within the session"
     kinds = [event["type"] for event in events]

@@ -70,7 +70,7 @@ def test_bucket_limit_cuts_into_whole_minutes():
 
 
 @pytest.mark.parametrize("duration, limit, message", [
-    ("1h", "2", "not both"), ("5s", None, "bucket_duration"), (None, "0", "bucket_limit"), ("0m", None, "bucket_duration")])
+    ("1h", "2", "use one of"), ("5s", None, "bucket_duration"), (None, "0", "bucket_limit"), ("0m", None, "bucket_duration")])
 def test_bad_buckets(duration, limit, message):
     with pytest.raises(QueryError, match=message):
         parse_buckets(question(), duration, limit)
