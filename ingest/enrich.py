@@ -59,11 +59,12 @@ def check_events(envelope: Envelope, received_at_ms: int, lateness_s: int) -> tu
     return accepted, rejected
 
 
-def enrich(envelope: Envelope, events: list[EnrichedEvent], sender: Sender, salt: bytes) -> EnrichedBatch:
+def enrich(envelope: Envelope, events: list[EnrichedEvent], sender: Sender, salt: bytes,
+           locator: geo.Locator | None = None) -> EnrichedBatch:
     """Attach identity, device and location; the raw IP and User-Agent stop here."""
     fingerprint = identity.fingerprint(salt, envelope.account, sender.ip, sender.user_agent, envelope.player)
     agent = useragent.classify(sender.user_agent)
-    place = geo.locate(sender.ip)
+    place = locator.locate(sender.ip) if locator else geo.locate(sender.ip)
     context = envelope.context
     return EnrichedBatch(
         account=envelope.account, player=envelope.player, session=envelope.session,

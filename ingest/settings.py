@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     fingerprint_salt: SecretStr = SecretStr(DEFAULT_SALT)
     fingerprint_salt_rotation: bool = Field(False, description="rotate the salt daily: no multi-day uniques")
     trusted_proxies: str = Field("", description="comma-separated IPs or CIDRs whose X-Forwarded-For is believed")
+    geoip_city_db: Path | None = Field(None, description="a MaxMind-format city database (.mmdb) for subdivisions")
     lateness_s: int = Field(7 * 24 * 3600, ge=60)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_events_per_batch: int = Field(500, ge=1)

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from ingest import jsonio
 from ingest.enrich import Rejection, Sender, check_events, enrich, salt_for, validation_reason
+from ingest.geo import Locator
 from ingest.http import OrjsonResponse
 from ingest.identity import client_ip
 from ingest.metrics import TrackerMetrics
@@ -47,6 +48,7 @@ class Tracker:
         self._producer = producer
         self._metrics = metrics
         self._limits = RateLimits(settings.rate_limit_ip, settings.rate_limit_account)
+        self._locator = Locator(settings.geoip_city_db)
 
     def routes(self) -> list[Route]:
         return [Route("/v1/track", self.track, methods=["POST", "OPTIONS"]), *sdk_routes()]
@@ -107,7 +109,7 @@ class Tracker:
         accepted, rejected = check_events(envelope, sender.received_at_ms, self._settings.lateness_s)
         salt = salt_for(self._settings.fingerprint_salt.get_secret_value(),
                         self._settings.fingerprint_salt_rotation, sender.received_at_ms)
-        batch = enrich(envelope, accepted, sender, salt)
+        batch = enrich(envelope, accepted, sender, salt, self._locator)
         letters = [_dead_letter(rejection, envelope, sender) for rejection in rejected]
         await self._publish(batch, letters)
         self._metrics.events_accepted.inc(len(accepted))

@@ -8,8 +8,8 @@
  *   handle.adStart({serverSide: true});  handle.destroy();
  *
  * Session: one per playback of one source; a source change or a replay after `ended` starts a new one.
- * Watched time: content seconds the playhead advanced between samples while not seeking, and no faster
- * than the wall clock allows, so seeks and stalls never count.
+ * Watched time: content seconds the playhead advanced between samples while playing (not paused, seeking
+ * or stalled), and no faster than the wall clock allows; seeks and stalls never count.
  * Delivery: events queue and are batched per session. Regular flushes use fetch(keepalive): on a network
  * error, 408, 429 or 5xx the same events (same ids) are sent again after a back-off (1 s doubling to 60 s,
  * or Retry-After); another 4xx drops the batch. On pagehide or a hidden page the whole queue goes out by

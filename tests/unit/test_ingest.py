@@ -100,3 +100,26 @@ def test_enriched_batch_keeps_no_raw_ip_or_user_agent():
     dumped = batch.model_dump_json()
     assert "81.2.69.142" not in dumped and "iPhone OS" not in dumped
     assert (batch.country, batch.continent, batch.device_type, batch.user) == ("GB", "EU", "mobile", "u1")
+
+
+def test_a_city_database_gives_subdivisions_and_falls_back_to_registry_data(tmp_path):
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    from ingest.geo import Locator
+
+    writer = MMDBWriter(4, "GeoIP2-City", languages=["en"], description="vidpulse test")
+    writer.insert_network(IPSet(["81.2.69.0/24"]), {
+        "country": {"iso_code": "GB"}, "continent": {"code": "EU"}, "subdivisions": [{"iso_code": "ENG"}]})
+    writer.insert_network(IPSet(["8.8.8.0/24"]), {"country": {"iso_code": "US"}, "continent": {"code": "NA"},
+                                                   "subdivisions": [{"iso_code": "CA"}]})
+    path = tmp_path / "city.mmdb"
+    writer.to_db_file(str(path))
+    locator = Locator(path)
+    assert locator.locate("81.2.69.142") == ("GB", "EU", "GB-ENG")
+    assert locator.locate("8.8.8.8") == ("US", "NA", "US-CA")
+    assert locator.locate("1.0.16.1") == ("JP", "AS", "")  # not in the file: registry data
+    assert locator.locate("not an ip") == ("ZZ", "", "")
+    env = envelope()
+    accepted, _ = check_events(env, NOW, 3600)
+    assert enrich(env, accepted, Sender(NOW, "8.8.8.8", IPHONE), b"salt", locator).subdivision == "US-CA"
