@@ -44,7 +44,7 @@ def query_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
             question = parse_question(account_id, dimensions, metrics_, where, start, to)
             buckets = parse_buckets(question, bucket_duration, bucket_limit, time_step, tz)
             return await answers.timeseries(db, question, buckets)
-        return await _answer("timeseries", metrics, run)
+        return await answer_with("timeseries", metrics, run)
 
     @router.get("/v1/events/accounts/{account_id}", summary="Metric totals over the range")
     async def events(account_id: AccountId, dimensions: Dimensions = None,
@@ -57,12 +57,12 @@ def query_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
             question = parse_question(account_id, dimensions, metrics_, where, start, to)
             page = parse_page(sort, limit, offset, question.metrics)
             return await answers.totals(db, question, *page)
-        return await _answer("events", metrics, run)
+        return await answer_with("events", metrics, run)
 
     return router
 
 
-async def _answer(endpoint: str, metrics: QueryMetrics, run: Any) -> OrjsonResponse:
+async def answer_with(endpoint: str, metrics: QueryMetrics, run: Any) -> OrjsonResponse:
     """The one mapping from failures to responses: a bad question is a 400, a database outage a 503."""
     started = time.perf_counter()
     try:

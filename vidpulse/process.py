@@ -28,6 +28,7 @@ from ingest.spool import Spool
 from ingest.topics import broker_reachable, ensure_topics
 from ingest.tracker import Tracker
 from queries.api import QueryMetrics, query_router
+from queries.retention import retention_router
 
 Check = Callable[[], Awaitable[bool]]
 ROLES = frozenset({"tracker", "worker", "api"})
@@ -93,7 +94,9 @@ class Process:
         if self.producer:
             app.router.routes.extend(Tracker(self.settings, self.producer, self.tracker_metrics).routes())
         if "api" in self.roles and self.db is not None:
-            app.include_router(query_router(self.db, QueryMetrics(self.registry)))
+            query_metrics = QueryMetrics(self.registry)
+            app.include_router(query_router(self.db, query_metrics))
+            app.include_router(retention_router(self.db, query_metrics))
         return app
 
     async def _readyz(self) -> Response:

@@ -15,6 +15,7 @@ from aggregations.sink import EventSink, SinkConfig
 from aggregations.writer import ClickHouseWriter
 from ingest.models import EnrichedBatch, EnrichedEvent
 from queries.api import QueryMetrics, query_router
+from queries.retention import retention_router
 
 pytestmark = pytest.mark.clickhouse
 M = 60_000
@@ -53,7 +54,9 @@ def load(db, batches: list[EnrichedBatch], cap: int = 10_000, first_offset: int 
 
 def api(db):
     app = FastAPI()
-    app.include_router(query_router(db, QueryMetrics(CollectorRegistry())))
+    metrics = QueryMetrics(CollectorRegistry())
+    app.include_router(query_router(db, metrics))
+    app.include_router(retention_router(db, metrics))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 

@@ -110,6 +110,13 @@ def expected_sheets(db, window: dict[str, str], bucket: str) -> dict[str, list[t
     }
 
 
+def number(cell):
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
+
+
 def summary_of(sheets: dict[str, list[tuple]]) -> dict:
     rows = sheets["Summary"]
     assert rows[0] == ("metric", "value")
@@ -192,10 +199,10 @@ def test_csv_holds_the_four_sheets_row_by_row(clickhouse):
     lines = list(csv.reader(io.StringIO(response.text)))
     assert [line[0] for line in lines] == [name for name in SHEETS for _ in sheets[name]]
     assert lines[0] == ["Summary", "metric", "value"]
-    def cells(row):  # the CSV's text back to the workbook's values
-        return trimmed(None if cell == "" else int(cell) if cell.isdigit() else float(cell) if cell.replace(".", "", 1)
-                     .isdigit() else cell for cell in row)
-    assert {name: [cells(line[1:]) for line in lines if line[0] == name] for name in SHEETS} == sheets
+    def cells(row):  # "" is an empty cell, numbers compare as numbers
+        return trimmed(None if cell is None or cell == "" else number(cell) for cell in row)
+    assert ({name: [cells(line[1:]) for line in lines if line[0] == name] for name in SHEETS}
+            == {name: [cells(row) for row in rows] for name, rows in sheets.items()})
     assert ["Views by Geography", "US", "NA", "2", "29.5", "1"] in lines
     assert ["Views by Device Type", "desktop", "1", "24.0", "1"] in lines  # as the JSON API writes it
 
@@ -241,3 +248,26 @@ def test_a_database_outage_is_a_503():
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert "did not answer" in response.json()["error"]
+
+
+
+def test_without_from_and_to_the_last_32_days_by_the_minute(clickhouse):
+    load(clickhouse, SCENARIO)
+    sheets = workbook(call(clickhouse, EXPORT))
+    summary = summary_of(sheets)
+    start = dt.datetime.fromisoformat(summary["from"].replace("Z", "+00:00"))
+    end = dt.datetime.fromisoformat(summary["to"].replace("Z", "+00:00")) + dt.timedelta(milliseconds=1)
+    assert end - start == dt.timedelta(days=32, minutes=1)
+    assert sheets["Concurrent users"][0] == ("bucket", "1m")
+    assert len(sheets["Concurrent users"]) - 2 == 32 * 1440 + 1
+    assert sheets["Concurrent users"][2][0] == summary["from"]  # every sheet covers the same range
+    assert summary == {**summary_of(workbook(call(clickhouse, EXPORT, **WINDOW))), "from": summary["from"],
+                       "to": summary["to"]}
+
+
+def test_any_printable_video_id(clickhouse):
+    load(clickhouse, [batch(9, "live/main stage", "US", "NA", "desktop", [("1", "view", BASE, {})])])
+    response = call(clickhouse, "/v1/events/accounts/1234/videos/live%2Fmain%20stage/export", **WINDOW)
+    summary = summary_of(workbook(response))
+    assert summary["video"] == "live/main stage" and summary["video_view"] == 1 and summary["ccu"] == 1
+    assert 'filename="vidpulse-1234-live_main_stage-' in response.headers["content-disposition"]
