@@ -172,7 +172,7 @@ def sessions_sql(chunk: Chunk, people: int, base_ms: int, persons: list[str]) ->
         f"{uniform('s', 5)} AS tod",
         f"toInt64({base_ms}) + toInt64({rand('s', 6)} % {DAYS}) * {DAY_MS}"
         f" + toInt64(floor({DAY_MS} * (tod + 0.1 * sin(2 * pi() * tod)))) AS start_ms",
-        f"if(live, NULL, toFloat64(120 + rank * 37 % 3000)) AS duration_s",
+        "if(live, NULL, toFloat64(120 + rank * 37 % 3000)) AS duration_s",
         f"{rand('s', 7)} % 100 AS r_ads",
         "r_ads < 30 AS preroll",
         "r_ads >= 90 AS midroll",
@@ -431,8 +431,8 @@ def build_queries(anchor_ms: int, uniq: str) -> list[Query]:
         {**raw_range(q2), "country": [COUNTRY]}, raw_totals_values(1, ("watched_ms",))))
 
     for name, label, start, buckets in (
-            ("ccu_series_video_24h_1m", f"3 ccu series, 1 video, 24 h, 1 m", anchor_ms - DAY_MS, ("1m", None)),
-            ("peak_ccu_video_32d", f"4 peak ccu, 1 video, 32 d", anchor_ms - 32 * DAY_MS, (None, "1"))):
+            ("ccu_series_video_24h_1m", "3 ccu series, 1 video, 24 h, 1 m", anchor_ms - DAY_MS, ("1m", None)),
+            ("peak_ccu_video_32d", "4 peak ccu, 1 video, 32 d", anchor_ms - 32 * DAY_MS, (None, "1"))):
         question = parse_question(ACCOUNT, "video", "ccu", f"video=={VIDEO}", str(start), to)
         steps = parse_buckets(question, *buckets)
         step_s = (steps.step_ms if hasattr(steps, "step_ms") and steps.step_ms else 60_000) // 1000
@@ -449,7 +449,7 @@ def build_queries(anchor_ms: int, uniq: str) -> list[Query]:
 
     q5 = parse_question(ACCOUNT, "device_type,country", four, None, str(anchor_ms - DAY_MS), to)
     queries.append(Query(
-        "totals_device_country_1d", f"5 totals by device_type,country, 1 d",
+        "totals_device_country_1d", "5 totals by device_type,country, 1 d",
         lambda db, q=q5: answers.totals(db, q, None, False, 10_000, 0), totals_values(("device_type", "country")),
         f"SELECT device_type, country, {totals_sql} FROM events_raw WHERE {RAW_WHERE} GROUP BY device_type, country",
         raw_range(q5), raw_totals_values(2, names)))
@@ -493,30 +493,66 @@ def compare(api: dict[Any, dict[str, Any]], raw: dict[Any, dict[str, Any]]) -> d
             "unique_differences": uniques, "unique_max_relative_error": worst}
 
 
+class Recorder:
+    """Stands in for the ClickHouse client in queries.answers and notes the statements the API runs."""
+
+    def __init__(self, db: ClickHouse) -> None:
+        self.db = db
+        self.statements: list[tuple[str, dict[str, Any] | None]] = []
+
+    async def aquery(self, sql: str, parameters: dict[str, Any] | None = None,
+                     settings: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        self.statements.append((sql, parameters))
+        return await self.db.aquery(sql, parameters, settings)
+
+
+def rows_to_read(db: ClickHouse, statements: list[tuple[str, dict[str, Any] | None]]) -> int:
+    """ClickHouse's own estimate (EXPLAIN ESTIMATE: whole granules after primary key and partition pruning)."""
+    total = 0
+    for sql, parameters in statements:
+        for row in db.query(f"EXPLAIN ESTIMATE {sql}", parameters):
+            total += int(row[3])
+    return total
+
+
 def measure(db: ClickHouse, runner: asyncio.Runner, queries: list[Query], runs: int,
             settings: dict[str, Any]) -> dict[str, Any]:
-    """One warm-up of each way (its answers are compared), then ``runs`` timed runs, the two ways alternating."""
+    """Per query: one warm-up of each way (their answers are compared), then ``runs`` timed runs of
+    three things in rotating order: the API's code end to end (queries.answers: SQL plus shaping the
+    response), the same SQL statements alone, and the raw query."""
     out: dict[str, Any] = {}
     for query in queries:
-        api_answer = runner.run(query.api(db))
+        recorder = Recorder(db)
+        api_answer = runner.run(query.api(recorder))  # type: ignore[arg-type] - answers only calls aquery
+        statements = recorder.statements
         raw_rows = db.query(query.raw_sql, query.raw_parameters, settings)
         check = compare(query.api_values(api_answer), query.raw_values(raw_rows))
         if query.name.startswith("top10"):  # the API sorts and cuts in Python, the raw query in SQL
-            check["same_top10"] = (list(query.api_values(api_answer)) == list(query.raw_values(raw_rows)))
-        timings: dict[str, list[float]] = {"api": [], "raw": []}
+            check["same_top10"] = list(query.api_values(api_answer)) == list(query.raw_values(raw_rows))
+        ways: dict[str, Callable[[], Any]] = {
+            "api": lambda q=query: runner.run(q.api(db)),
+            "api_sql": lambda st=statements: [db.query(sql, parameters, settings) for sql, parameters in st],
+            "raw": lambda q=query: db.query(q.raw_sql, q.raw_parameters, settings),
+        }
+        order = list(ways)
+        timings: dict[str, list[float]] = {name: [] for name in ways}
         for run in range(runs):
-            for way in (("api", "raw") if run % 2 == 0 else ("raw", "api")):
+            for name in order[run % 3:] + order[:run % 3]:
                 started = time.perf_counter()
-                if way == "api":
-                    runner.run(query.api(db))
-                else:
-                    db.query(query.raw_sql, query.raw_parameters, settings)
-                timings[way].append(time.perf_counter() - started)
-        api, raw = stats(timings["api"]), stats(timings["raw"])
-        out[query.name] = {"label": query.label, "api": api, "raw": raw,
-                           "ratio_p50": raw["p50"] / api["p50"], "ratio_p99": raw["p99"] / api["p99"],
-                           "check": check, "samples": timings}
-        print(f"  {query.label}: pre-agg p50 {fmt(api['p50'])}, raw p50 {fmt(raw['p50'])}", file=sys.stderr)
+                ways[name]()
+                timings[name].append(time.perf_counter() - started)
+        result = {name: stats(values) for name, values in timings.items()}
+        out[query.name] = {
+            "label": query.label, **result,
+            "ratio_p50": result["raw"]["p50"] / result["api"]["p50"],
+            "ratio_p99": result["raw"]["p99"] / result["api"]["p99"],
+            "ratio_sql_p50": result["raw"]["p50"] / result["api_sql"]["p50"],
+            "rows_read": {"api": rows_to_read(db, statements),
+                          "raw": rows_to_read(db, [(query.raw_sql, query.raw_parameters)])},
+            "statements": [sql for sql, _ in statements], "raw_sql": query.raw_sql,
+            "check": check, "samples": timings}
+        print(f"  {query.label}: API p50 {fmt(result['api']['p50'])} (its SQL {fmt(result['api_sql']['p50'])}), "
+              f"raw p50 {fmt(result['raw']['p50'])}", file=sys.stderr)
     return out
 
 
@@ -534,45 +570,56 @@ def size(count: float) -> str:
     return ""
 
 
+def count(value: float) -> str:
+    return f"{value / 1e6:.1f}M" if value >= 1e6 else f"{value / 1e3:.0f}k" if value >= 1e3 else f"{value:.0f}"
+
+
+def verdict(check: dict[str, Any]) -> str:
+    text = "same" if not check["additive_mismatches"] else f"{len(check['additive_mismatches'])} MISMATCHES"
+    if check["unique_differences"]:
+        text += f"; uniques differ in {check['unique_differences']} (max {check['unique_max_relative_error']:.2%})"
+    if check.get("same_top10") is False:
+        text += "; top-10 differs"
+    return f"{text} ({check['keys']} keys)"
+
+
 def report(meta: dict[str, Any], stages: list[dict[str, Any]]) -> str:
     lines = [f"vidpulse query latency - {meta['date']}, {meta['cpus']} cores, {meta['platform']}, chdb {meta['chdb']}",
-             f"{meta['runs']} timed runs per query and way after one warm-up; raw uniques with {meta['raw_uniq']}; "
-             f"{'OPTIMIZE FINAL after loading' if not meta['no_optimize'] else 'no OPTIMIZE'}", ""]
+             f"{meta['runs']} timed runs per query and way after one warm-up; raw distinct counts with "
+             f"{meta['raw_uniq']}; {'no OPTIMIZE' if meta['no_optimize'] else 'OPTIMIZE FINAL after each load'}",
+             "API = queries.answers end to end (SQL + shaping); SQL = the same statements alone; "
+             "raw = the same answer from events_raw", ""]
     for stage in stages:
-        load_info = stage["load"]
-        lines.append(f"== {stage['events']:,} events: loaded in {load_info['load_s']:.1f} s "
-                     f"({stage['events_loaded'] / max(load_info['load_s'], 1e-9):,.0f} events/s over "
-                     f"{load_info['chunks']} chunks), OPTIMIZE FINAL {load_info['optimize_s']:.1f} s")
+        info = stage["load"]
+        lines.append(f"== {stage['events']:,} events ({stage['sessions']:,} sessions, {stage['session_minutes']:,} "
+                     f"session-minutes): loaded {stage['events_loaded']:,} in {info['load_s']:.1f} s "
+                     f"({stage['events_loaded'] / max(info['load_s'], 1e-9):,.0f}/s), OPTIMIZE {info['optimize_s']:.1f} s")
         for table, s in stage["tables"].items():
             lines.append(f"   {table:<15} {s['rows']:>12,} rows {size(s['bytes_on_disk']):>11} on disk "
                          f"({size(s['uncompressed_bytes'])} uncompressed, {s['parts']} parts)")
-        lines.append(f"   {stage['sessions']:,} sessions, {stage['session_minutes']:,} session-minutes")
         width = max(len(q["label"]) for q in stage["queries"].values())
-        lines.append(f"   {'':{width}}  {'pre-agg p50':>11} {'p99':>9}  {'raw p50':>9} {'p99':>9}  {'raw/pre p50':>11} "
-                     f"{'p99':>6}  check")
+        lines.append(f"   {'':{width}}  {'API p50':>9} {'p99':>9} {'SQL p50':>9}  {'raw p50':>9} {'p99':>9}  "
+                     f"{'raw/API p50':>11} {'p99':>6} {'raw/SQL':>8}  {'rows read':>13}  check")
         for q in stage["queries"].values():
-            check = q["check"]
-            verdict = "same" if not check["additive_mismatches"] else f"{len(check['additive_mismatches'])} MISMATCH"
-            if check["unique_differences"]:
-                verdict += f"; uniques off in {check['unique_differences']} (max {check['unique_max_relative_error']:.2%})"
-            if check.get("same_top10") is False:
-                verdict += "; top-10 order differs"
-            lines.append(f"   {q['label']:<{width}}  {fmt(q['api']['p50']):>11} {fmt(q['api']['p99']):>9}  "
-                         f"{fmt(q['raw']['p50']):>9} {fmt(q['raw']['p99']):>9}  {q['ratio_p50']:>10.1f}x "
-                         f"{q['ratio_p99']:>5.1f}x  {verdict} ({check['keys']} keys)")
+            rows = f"{count(q['rows_read']['api'])}/{count(q['rows_read']['raw'])}"
+            lines.append(f"   {q['label']:<{width}}  {fmt(q['api']['p50']):>9} {fmt(q['api']['p99']):>9} "
+                         f"{fmt(q['api_sql']['p50']):>9}  {fmt(q['raw']['p50']):>9} {fmt(q['raw']['p99']):>9}  "
+                         f"{q['ratio_p50']:>10.1f}x {q['ratio_p99']:>5.1f}x {q['ratio_sql_p50']:>7.1f}x  {rows:>13}  "
+                         f"{verdict(q['check'])}")
         lines.append("")
     if len(stages) > 1:
         small, large = stages[0], stages[-1]
-        factor = large["events"] / small["events"]
-        lines.append(f"== growth: {small['events']:,} -> {large['events']:,} events ({factor:.0f}x data), p50 after / before")
+        lines.append(f"== growth {small['events']:,} -> {large['events']:,} events "
+                     f"({large['events'] / small['events']:.0f}x the data): p50 after / p50 before")
         width = max(len(q["label"]) for q in large["queries"].values())
-        lines.append(f"   {'':{width}}  {'pre-agg':>16}  {'raw':>16}")
+        lines.append(f"   {'':{width}}  {'API':>7} {'SQL':>7} {'raw':>7}")
         for name, q in large["queries"].items():
             before = small["queries"][name]
-            lines.append(f"   {q['label']:<{width}}  {q['api']['p50'] / before['api']['p50']:>15.1f}x  "
-                         f"{q['raw']['p50'] / before['raw']['p50']:>15.1f}x")
-        for table in ("events_raw", "minute_metrics", "minute_uniques"):
-            lines.append(f"   {table} rows: {large['tables'][table]['rows'] / max(small['tables'][table]['rows'], 1):.1f}x")
+            growth = [q[way]["p50"] / before[way]["p50"] for way in ("api", "api_sql", "raw")]
+            lines.append(f"   {q['label']:<{width}}  " + " ".join(f"{g:>6.1f}x" for g in growth))
+        lines.append("   rows: " + ", ".join(
+            f"{table} {large['tables'][table]['rows'] / max(small['tables'][table]['rows'], 1):.1f}x"
+            for table in large["tables"]))
     return "\n".join(lines)
 
 

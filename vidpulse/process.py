@@ -28,6 +28,7 @@ from ingest.spool import Spool
 from ingest.topics import broker_reachable, ensure_topics
 from ingest.tracker import Tracker
 from queries.api import QueryMetrics, query_router
+from queries.export import export_router
 from queries.retention import retention_router
 
 Check = Callable[[], Awaitable[bool]]
@@ -97,6 +98,7 @@ class Process:
             query_metrics = QueryMetrics(self.registry)
             app.include_router(query_router(self.db, query_metrics))
             app.include_router(retention_router(self.db, query_metrics))
+            app.include_router(export_router(self.db, query_metrics))
         return app
 
     async def _readyz(self) -> Response:
