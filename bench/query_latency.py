@@ -687,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
                 minutes = db.query(
                     "SELECT count() FROM (SELECT DISTINCT toStartOfMinute(event_time), session_key FROM events_raw "
                     "WHERE NOT is_bot AND type != 'impression')", None, settings)[0][0]
-                print(f"measuring {len(queries)} queries x {args.runs} runs x 2 ways ...", file=sys.stderr)
+                print(f"measuring {len(queries)} queries x {args.runs} runs x 3 ways ...", file=sys.stderr)
                 stages.append({"events": target, "events_loaded": events_loaded, "load": load_info,
                                "sessions": last_session + 1, "session_minutes": int(minutes),
                                "tables": table_sizes(db),

@@ -37,15 +37,17 @@ def media(_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Me
     server.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _playwright(_tools: None) -> Iterator[object]:
+    """Per module, not per session: Playwright's sync API keeps an event loop running on the main thread
+    while it is started, and tests elsewhere in the suite call asyncio.run()."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _user_agent(_playwright) -> str:
     """Chromium's own User-Agent without "Headless": the tracker rightly counts HeadlessChrome as a bot
     and leaves it out of every metric, while these tests stand for a real viewer's browser."""

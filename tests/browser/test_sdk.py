@@ -180,12 +180,14 @@ def test_a_stall_is_a_rebuffer_and_not_watched_time(pipeline, player, media):
     account = new_account()
     size = (media.folder / "stall12.webm").stat().st_size
     release = media.hold("stall12.webm", size // 3)  # the server sends a third of the file, then waits
-    player.open().attach("stall12.webm", account=account, video="stall-12")
-    player.evaluate("() => player.play()")
-    player.page.wait_for_function("() => mediaEvents.some((e) => e.name === 'waiting' && e.time > 1)",
-                                  polling=20, timeout=30_000)
-    player.wait(1.5)
-    release.set()
+    try:
+        player.open().attach("stall12.webm", account=account, video="stall-12")
+        player.evaluate("() => player.play()")
+        player.page.wait_for_function("() => mediaEvents.some((e) => e.name === 'waiting' && e.time > 1)",
+                                      polling=20, timeout=30_000)
+        player.wait(1.5)
+    finally:
+        release.set()
     player.play_until(8)
     played_s = player.evaluate("() => { handle.destroy(); return playedSeconds(); }")
     stall_ms = player.evaluate("""() => {

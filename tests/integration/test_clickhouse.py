@@ -196,3 +196,16 @@ def test_a_flood_of_new_video_ids_folds_into_other(clickhouse):
         "junk-0": 1, "junk-1": 1, "junk-2": 1, "(other)": 3}
     assert clickhouse.query("SELECT folded['video'] FROM events_raw WHERE video = '(other)' ORDER BY 1") == [
         ("junk-3",), ("junk-4",), ("junk-5",)]
+
+
+def test_every_dimension_at_once_and_for_uniques(clickhouse):
+    load(clickhouse, SCENARIO)
+    dims = "video,country,continent,subdivision,device_type,os,browser,player,timezone,domain,live,viewer"
+    window = {"from": str(BASE), "to": str(BASE + 10 * M)}
+    answer = get(clickhouse, "/v1/events/accounts/1234", dimensions=dims, metrics="video_view,ccu,unique_viewers",
+                 where="country==GB", **window).json()
+    assert answer["data"] == [{
+        "dimensions": {"account": "1234", "video": "A", "country": "GB", "continent": "", "subdivision": "",
+                       "device_type": "desktop", "os": "", "browser": "", "player": "p", "timezone": "UTC",
+                       "domain": "example.com", "live": "false", "viewer": "registered"},
+        "totals": {"video_view": 1, "ccu": 1, "unique_viewers": 1}}]

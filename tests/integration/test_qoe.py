@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.beacons import envelope, eventually, get, post
+from tests.integration.beacons import DESKTOP, envelope, eventually, get, post
+from tests.integration.test_end_to_end import IPHONE
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 M = 60_000
@@ -21,7 +22,8 @@ QOE = ("error_rate", "ttff_p50_ms", "ttff_p95_ms", "ttff_p99_ms", "rebuffer_rati
 
 def plays(base: int) -> list[dict[str, Any]]:
     """Sessions of video Q (and one of R), with startup times, stalls, errors, exits and known viewers."""
-    def play(n, start, startup_ms=None, watched=(), rebuffer=(), fatal=False, stop=True, user=None, video="Q"):
+    def play(n, start, startup_ms=None, watched=(), rebuffer=(), fatal=False, stop=True, user=None, video="Q",
+             mobile=False):
         events = [{"id": "v", "type": "view", "ts": start}]
         if startup_ms is not None:
             events.append({"id": "ff", "type": "first_frame", "ts": start + startup_ms, "startup_ms": startup_ms})
@@ -36,15 +38,15 @@ def plays(base: int) -> list[dict[str, Any]]:
             events.append({"id": "s", "type": "stop", "ts": start + 55_000, "watched_ms": 0})
         context = {"user": user} if user else {}
         return {"session": f"qoe-session-{n:03d}", "video": video, "events": sorted(events, key=lambda e: e["ts"]),
-                "context": context}
+                "context": context, "device_type": "mobile" if mobile else "desktop"}
 
     return [
         play(1, base + 1_000, 400, watched=(10_000, 10_000), rebuffer=(500,), user="ann"),
-        play(2, base + 2_000, 900, watched=(10_000,), user="ann"),
+        play(2, base + 2_000, 900, watched=(10_000,), user="ann", mobile=True),
         play(3, base + 3_000, 1_500, watched=(5_000,), rebuffer=(1_000, 2_000), fatal=True, user="bob"),
         play(4, base + 4_000, None),  # stops without a first frame: an exit before start
         play(5, base + 2 * M + 5_000, 250, watched=(10_000, 10_000, 10_000)),
-        play(6, base + 2 * M + 6_000, None, stop=False),  # goes silent before starting: exit by timeout
+        play(6, base + 2 * M + 6_000, None, stop=False, mobile=True),  # goes silent unstarted: exit by timeout
         play(7, base + 2 * M + 7_000, 3_100, watched=(8_000,), fatal=True, user="cid"),
         play(8, base + 5_000, 700, watched=(10_000,), user="dan", video="R"),
     ]
@@ -85,7 +87,8 @@ def sent(pipeline) -> dict[str, Any]:
     with httpx.Client(base_url=pipeline.url, timeout=30) as client:
         for session in sessions:
             post(client, envelope(session["session"], session["video"], session["events"], account=ACCOUNT,
-                                  context=session["context"]))
+                                  context=session["context"]), user_agent=IPHONE if session["device_type"] == "mobile"
+                 else DESKTOP)
     return {"base": base, "sessions": sessions}
 
 
@@ -102,6 +105,19 @@ def test_qoe_totals_per_video(pipeline, sent):
         pipeline, "events", ACCOUNT, dimensions="video", metrics=",".join(QOE), **window)["data"]}
     assert eventually(fetch, want) == want
     assert want["Q"]["exit_before_start_rate"] == round(2 / 7, 9) == want["Q"]["error_rate"]
+
+
+def test_qoe_totals_per_video_and_device_type(pipeline, sent):
+    base, sessions = sent["base"], sent["sessions"]
+    window = {"from": str(base), "to": str(base + 10 * M - 1)}
+    want = {(video, device): approx(expected(group, base, base + 10 * M))
+            for video in ("Q", "R") for device in ("desktop", "mobile")
+            if (group := [s for s in sessions if s["video"] == video and s["device_type"] == device])}
+    fetch = lambda: {(row["dimensions"]["video"], row["dimensions"]["device_type"]): approx(row["totals"])  # noqa: E731
+                     for row in get(pipeline, "events", ACCOUNT, dimensions="video,device_type", metrics=",".join(QOE),
+                                    **window)["data"]}
+    assert eventually(fetch, want) == want
+    assert want[("Q", "mobile")]["exit_before_start_rate"] == 0.5
 
 
 def test_ratios_and_percentiles_per_bucket_are_merged_not_averaged(pipeline, sent):
