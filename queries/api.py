@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from prometheus_client import CollectorRegistry, Histogram
+from starlette.responses import Response
 
 from aggregations.clickhouse import ClickHouse, ClickHouseError
 from ingest.http import OrjsonResponse
@@ -62,11 +63,13 @@ def query_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
     return router
 
 
-async def answer_with(endpoint: str, metrics: QueryMetrics, run: Any) -> OrjsonResponse:
-    """The one mapping from failures to responses: a bad question is a 400, a database outage a 503."""
+async def answer_with(endpoint: str, metrics: QueryMetrics, run: Any) -> Response:
+    """The one mapping from failures to responses: a bad question is a 400, a database outage a 503.
+    ``run`` returns the answer as data (sent as JSON) or as a ready Response (a file)."""
     started = time.perf_counter()
     try:
-        response = OrjsonResponse(await run())
+        answer = await run()
+        response = answer if isinstance(answer, Response) else OrjsonResponse(answer)
     except QueryError as exc:
         content: dict[str, Any] = {"error": exc.error}
         if exc.valid is not None:

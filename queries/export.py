@@ -56,10 +56,9 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
-from aggregations.clickhouse import ClickHouse, ClickHouseError
-from ingest.http import OrjsonResponse
+from aggregations.clickhouse import ClickHouse
 from queries import answers
-from queries.api import AccountId, From, QueryMetrics, To
+from queries.api import AccountId, From, QueryMetrics, To, answer_with
 from queries.params import QueryError, parse_buckets, parse_question
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -111,23 +110,13 @@ def export_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
                            503: {"description": "the analytics database did not answer"}})
     async def export(account_id: AccountId, video_id: VideoId, start: From = None, to: To = None,
                      requested: Format = None) -> Response:
-        started = time.perf_counter()
-        try:
+        async def run() -> Response:
             kind = _format(requested)
             report = await build_report(db, account_id, video_id, start, to)
             body = await run_in_threadpool(_xlsx if kind == "xlsx" else _csv, report.sheets)
             disposition = f'attachment; filename="{report.filename(kind)}"'
-            response: Response = Response(body, media_type=FORMATS[kind], headers={"Content-Disposition": disposition})
-        except QueryError as exc:
-            content: dict[str, Any] = {"error": exc.error}
-            if exc.valid is not None:
-                content["valid"] = exc.valid
-            response = OrjsonResponse(content, status_code=400)
-        except ClickHouseError as exc:
-            response = OrjsonResponse({"error": f"the analytics database did not answer: {exc}"}, status_code=503,
-                                      headers={"Retry-After": "5"})
-        metrics.latency.labels("export", str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+            return Response(body, media_type=FORMATS[kind], headers={"Content-Disposition": disposition})
+        return await answer_with("export", metrics, run)
 
     return router
 
