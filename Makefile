@@ -4,13 +4,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit integration install broker-start broker-stop bench simulate clean
+.PHONY: run test lint browser-deps browser sdk unit integration install broker-start broker-stop bench simulate clean
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
 
-test: lint
+test: lint browser-deps
 	$(BIN)/python -m pytest -q
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download cannot work here)
+# and make their test video with ffmpeg.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser-deps:
+	@test -x /usr/bin/chromium && command -v ffmpeg >/dev/null || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium ffmpeg)
+
+browser: $(STAMP) browser-deps
+	$(BIN)/python -m pytest -q tests/browser
+
+sdk: $(STAMP)
+	$(BIN)/python -m ingest.sdk.build
 
 lint: $(STAMP)
 	$(BIN)/ruff check ingest aggregations queries vidpulse tests bench

@@ -381,7 +381,7 @@ def raw_totals_values(width: int, names: tuple[str, ...]) -> Callable[[list[tupl
             numbers = dict(zip(names, row[width:], strict=True))
             if "watched_ms" in numbers:
                 numbers["video_seconds_viewed"] = round(numbers.pop("watched_ms") / 1000, 3)
-            out[tuple(row[:width])] = {name: value for name, value in numbers.items()}
+            out[tuple(row[:width])] = numbers
         return out
     return values
 
@@ -430,12 +430,13 @@ def build_queries(anchor_ms: int, uniq: str) -> list[Query]:
         f"WHERE {RAW_WHERE} AND country IN {{country:Array(String)}} GROUP BY video ORDER BY watched_ms DESC LIMIT 10",
         {**raw_range(q2), "country": [COUNTRY]}, raw_totals_values(1, ("watched_ms",))))
 
-    for name, label, start, buckets in (
-            ("ccu_series_video_24h_1m", "3 ccu series, 1 video, 24 h, 1 m", anchor_ms - DAY_MS, ("1m", None)),
-            ("peak_ccu_video_32d", "4 peak ccu, 1 video, 32 d", anchor_ms - 32 * DAY_MS, (None, "1"))):
+    for name, label, start, duration, limit in (
+            ("ccu_series_video_24h_1m", "3 ccu series, 1 video, 24 h, 1 m", anchor_ms - DAY_MS, "1m", None),
+            ("peak_ccu_video_32d", "4 peak ccu, 1 video, 32 d", anchor_ms - 32 * DAY_MS, None, "1")):
         question = parse_question(ACCOUNT, "video", "ccu", f"video=={VIDEO}", str(start), to)
-        steps = parse_buckets(question, *buckets)
-        step_s = (steps.step_ms if hasattr(steps, "step_ms") and steps.step_ms else 60_000) // 1000
+        steps = parse_buckets(question, duration, limit)
+        # bucket_duration=1m: one minute; bucket_limit=1: one bucket over the whole range
+        step_s = 60 if duration else (question.end_ms - question.start_ms) // 1000
         per_minute = (f"SELECT toStartOfMinute(event_time) AS minute, video, {uniq}(session_key) AS sessions "
                       f"FROM events_raw WHERE {RAW_WHERE} AND video IN {{video:Array(String)}} "
                       f"AND type != 'impression' GROUP BY minute, video")
@@ -515,24 +516,24 @@ def rows_to_read(db: ClickHouse, statements: list[tuple[str, dict[str, Any] | No
     return total
 
 
-def measure(db: ClickHouse, runner: asyncio.Runner, queries: list[Query], runs: int,
-            settings: dict[str, Any]) -> dict[str, Any]:
+def measure(db: ClickHouse, runner: asyncio.Runner, queries: list[Query], runs: int) -> dict[str, Any]:
     """Per query: one warm-up of each way (their answers are compared), then ``runs`` timed runs of
     three things in rotating order: the API's code end to end (queries.answers: SQL plus shaping the
-    response), the same SQL statements alone, and the raw query."""
+    response), the same SQL statements alone, and the raw query. All three run with the engine's
+    default settings, as the API does (max_threads = the number of cores)."""
     out: dict[str, Any] = {}
     for query in queries:
         recorder = Recorder(db)
         api_answer = runner.run(query.api(recorder))  # type: ignore[arg-type] - answers only calls aquery
         statements = recorder.statements
-        raw_rows = db.query(query.raw_sql, query.raw_parameters, settings)
+        raw_rows = db.query(query.raw_sql, query.raw_parameters)
         check = compare(query.api_values(api_answer), query.raw_values(raw_rows))
         if query.name.startswith("top10"):  # the API sorts and cuts in Python, the raw query in SQL
             check["same_top10"] = list(query.api_values(api_answer)) == list(query.raw_values(raw_rows))
         ways: dict[str, Callable[[], Any]] = {
             "api": lambda q=query: runner.run(q.api(db)),
-            "api_sql": lambda st=statements: [db.query(sql, parameters, settings) for sql, parameters in st],
-            "raw": lambda q=query: db.query(q.raw_sql, q.raw_parameters, settings),
+            "api_sql": lambda st=statements: [db.query(sql, parameters) for sql, parameters in st],
+            "raw": lambda q=query: db.query(q.raw_sql, q.raw_parameters),
         }
         order = list(ways)
         timings: dict[str, list[float]] = {name: [] for name in ways}
@@ -633,7 +634,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="2 (default): measure at a tenth of --events, then at --events; 1: only at --events")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per query and way (default 20)")
     parser.add_argument("--chunk", type=int, default=1_000_000, help="events per INSERT (default 1,000,000)")
-    parser.add_argument("--threads", type=int, default=2, help="max_threads of the inserts and raw queries (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="max_threads of the inserts and OPTIMIZE (default 2); "
+                             "the queries run at the engine's default, as the API's do")
     parser.add_argument("--max-memory-gb", type=int, default=8, help="max_memory_usage of each insert (default 8)")
     parser.add_argument("--raw-uniq", default="uniqExact", choices=("uniqExact", "uniq", "uniqCombined64"),
                         help="distinct count of the raw queries (default uniqExact: the exact answer)")
@@ -691,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
                 stages.append({"events": target, "events_loaded": events_loaded, "load": load_info,
                                "sessions": last_session + 1, "session_minutes": int(minutes),
                                "tables": table_sizes(db),
-                               "queries": measure(db, runner, queries, args.runs, settings)})
+                               "queries": measure(db, runner, queries, args.runs)})
         text = report(meta, stages)
         print(text)
         if args.json:

@@ -64,7 +64,7 @@ class Tracker:
             body = await self._read_body(request)
             payload = _parse_json(body)
             account = _account_of(payload)
-            response = await self._accept(payload, sender)
+            response = await self._accept(payload, sender, request.headers.get("origin"))
         except BeaconError as exc:
             response = _error_response(exc)
         self._metrics.beacons.labels(str(response.status_code)).inc()
@@ -101,8 +101,10 @@ class Tracker:
             raise BeaconError(429, f"rate limited: too many requests for this {kind}; retry the same batch later",
                               headers={"Retry-After": str(retry_after)})
 
-    async def _accept(self, payload: Any, sender: Sender) -> Response:
+    async def _accept(self, payload: Any, sender: Sender, origin: str | None) -> Response:
         envelope = await self._envelope(payload, sender)
+        if origin and not self._origin_allowed(origin, envelope.account):
+            raise BeaconError(403, f"origin {origin} is not allowed for account {envelope.account}")
         self._check_rate("account", envelope.account)
         if len(envelope.events) > self._settings.max_events_per_batch:
             raise BeaconError(413, f"at most {self._settings.max_events_per_batch} events per batch")

@@ -106,6 +106,7 @@ def test_cors_follows_the_accounts_allowed_origins():
     other = post(RecordingProducer(), orjson.dumps(envelope([valid_event()], account="5678")),
                  {"Origin": "https://evil.example"}, allowed_origins=origins)
     assert allowed.headers["access-control-allow-origin"] == "https://good.example"
+    assert refused.status_code == 403 and "not allowed" in refused.json()["error"]
     assert "access-control-allow-origin" not in refused.headers
     assert other.headers["access-control-allow-origin"] == "https://evil.example"
 
