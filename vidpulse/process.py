@@ -32,7 +32,6 @@ from queries.export import export_router
 from queries.retention import retention_router
 
 Check = Callable[[], Awaitable[bool]]
-ROLES = frozenset({"tracker", "worker", "api"})
 
 
 class Process:
@@ -42,7 +41,7 @@ class Process:
         self.settings, self.roles, self.bootstrap = settings, roles, bootstrap
         self.registry = CollectorRegistry()
         self.checks: dict[str, Check] = {}
-        self.db = self.producer = self.worker = None
+        self.db = self.worker_db = self.producer = self.worker = None
         if roles & {"worker", "api"}:
             migrate(settings.clickhouse_url, settings.clickhouse_database)
             self.db = connect(settings.clickhouse_url, settings.clickhouse_database)
@@ -56,8 +55,10 @@ class Process:
             self.checks["kafka"] = _now(lambda: self.producer is not None and self.producer.connected)
         elif "worker" in roles:
             self.checks["kafka"] = functools.partial(broker_reachable, bootstrap)
-        if "worker" in roles and self.db is not None:
-            self.worker = Worker(settings, bootstrap, self.db, WorkerMetrics(self.registry))
+        if "worker" in roles:
+            # its own client: queries never wait behind the worker's inserts (chdb shares the engine)
+            self.worker_db = connect(settings.clickhouse_url, settings.clickhouse_database)
+            self.worker = Worker(settings, bootstrap, self.worker_db, WorkerMetrics(self.registry))
 
     async def start(self) -> None:
         if "worker" in self.roles:
@@ -74,8 +75,9 @@ class Process:
             await self.worker.stop()
         if self.producer:
             await self.producer.stop()
-        if self.db:
-            self.db.close()
+        for db in (self.worker_db, self.db):
+            if db:
+                db.close()
 
     def http_app(self) -> FastAPI:
         @contextlib.asynccontextmanager
