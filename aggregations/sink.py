@@ -199,7 +199,8 @@ class EventSink:
                 minutes |= sessions.advance(cached.state, event.type, event.event_time_ms,
                                             self._config.session_timeout_ms)
             self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0), event.event_time_ms)
-        rows.session_minutes += cached.identity.minute_rows(minutes, sessions.exit_before_start(cached.state))
+        if not batch.is_bot:
+            rows.session_minutes += cached.identity.minute_rows(minutes, sessions.exit_before_start(cached.state))
 
     async def _load_dimension_values(self, keys: list[Any]) -> dict[Any, set[str]]:
         return await self._retrying(lambda: self._writer.dimension_values(keys))
@@ -211,7 +212,10 @@ class EventSink:
         history = await self._retrying(lambda: self._writer.session_history(
             partition, first_offset, list(missing)))
         for (_, key), batch in missing.items():
-            state = sessions.SessionState.from_history(history.get(key, []))
+            events = history.get(key, [])
+            # a bot's session (its key includes the User-Agent) never counts: it keeps only its event ids
+            state = (sessions.SessionState(seen_ids={event_id for event_id, _, _ in events}) if batch.is_bot
+                     else sessions.SessionState.from_history(events))
             self._sessions[key] = _Session(state, SessionIdentity.of(batch), partition)
 
     def _close_silent(self, partition: int | None) -> list[tuple[Any, ...]]:

@@ -186,6 +186,20 @@ def test_bots_are_kept_raw_but_not_concurrent():
     assert writer.session_minutes == set()
 
 
+def test_a_bot_rebuilt_after_a_restart_still_counts_nowhere():
+    writer = RecordingWriter()
+    run(Harness(writer, max_events=1).sink.add(0, 0, batch(9, ("1", "view", BASE), ("2", "stop", BASE + 1), is_bot=True), 0))
+    fresh = Harness(writer, max_events=1)
+
+    async def scenario():
+        await fresh.sink.add(0, 1, batch(9, ("3", "view", BASE + 2 * M), is_bot=True), 1)
+        await fresh.sink.flush_due()
+
+    run(scenario())
+    assert writer.event_ids() == ["1", "2", "3"]
+    assert writer.session_minutes == set() and writer.exits == set()
+
+
 def test_silent_session_is_closed_by_the_timer():
     writer = RecordingWriter()
     harness = Harness(writer, max_events=1)
