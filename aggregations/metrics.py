@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
         self.messages_consumed = Counter("vidpulse_worker_messages_consumed_total",
                                          "Kafka messages (beacon batches) consumed.", registry=registry)
         self.events_consumed = Counter("vidpulse_worker_events_consumed_total",
@@ -31,3 +36,21 @@ class WorkerMetrics:
                                    "Distinct values admitted per account, dimension and UTC day.", registry=registry)
         self.sessions_evicted = Counter("vidpulse_worker_sessions_evicted_total",
                                         "Open sessions dropped from the cache at its size limit.", registry=registry)
+
+    def watch(self, lag: Callable[[], dict[int, int]], oldest_batch_age_s: Callable[[], float]) -> None:
+        """Read at scrape time: per-partition lag has labels that come and go with assignments."""
+        self._registry.register(_PartitionGauge("vidpulse_worker_consumer_lag_messages",
+                                                "Messages in an assigned partition not yet consumed.", lag))
+        Gauge("vidpulse_worker_oldest_pending_batch_age_seconds", "Age of the oldest batch not yet written.",
+              registry=self._registry).set_function(oldest_batch_age_s)
+
+
+class _PartitionGauge(Collector):
+    def __init__(self, name: str, documentation: str, read: Callable[[], dict[int, int]]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation, labels=["partition"])
+        for partition, value in sorted(self._read().items()):
+            family.add_metric([str(partition)], value)
+        yield family

@@ -82,6 +82,14 @@ class EventSink:
         self._caps = DimensionCaps(config.dimension_cap_per_day, self._load_dimension_values,
                                    lambda dimension: metrics.dimension_folds.labels(dimension).inc())
 
+    def positions(self) -> dict[int, int]:
+        """The next offset to consume of every partition this sink has seen since its assignment."""
+        return dict(self._next_offset)
+
+    def oldest_pending_age_s(self) -> float:
+        now = time.monotonic()
+        return max((now - pending.opened_at for pending in self._pending.values()), default=0.0)
+
     async def add(self, partition: int, offset: int, batch: EnrichedBatch | None, handle: Any) -> None:
         """``batch`` is None for an unreadable message: it is acknowledged in turn and written nowhere."""
         async with self._lock:

@@ -40,6 +40,7 @@ class Worker:
         self.sink = EventSink(ClickHouseWriter(db, metrics), _sink_config(settings), metrics,
                               ack=self._ack, caught_up=self._caught_up)
         self._metrics = metrics
+        metrics.watch(self._lag, self.sink.oldest_pending_age_s)
         self._stream: Any = None
         self.app.agent(self.topic, name="sink")(self._consume)
         # ticking at half the interval keeps a batch from waiting almost two intervals for its tick
@@ -67,6 +68,14 @@ class Worker:
     def _caught_up(self, partition: int, next_offset: int) -> bool:
         highwater = self.app.consumer.highwater(self.topic_partition(partition))
         return highwater is None or next_offset >= highwater
+
+    def _lag(self) -> dict[int, int]:
+        lags = {}
+        for partition, next_offset in self.sink.positions().items():
+            highwater = self.app.consumer.highwater(self.topic_partition(partition))
+            if highwater is not None:
+                lags[partition] = max(0, highwater - next_offset)
+        return lags
 
     def topic_partition(self, partition: int) -> Any:
         return faust.types.TP(self.topic.get_topic_name(), partition)

@@ -477,8 +477,9 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def compare(api: dict[Any, dict[str, Any]], raw: dict[Any, dict[str, Any]]) -> dict[str, Any]:
-    """Additive metrics must be equal; distinct counts are uniqCombined64 on one side, so report their error."""
-    additive, uniques, worst = [], 0, 0.0
+    """Additive metrics must be equal; distinct counts are uniqCombined64 on the API's side (approximate
+    above a few thousand) and exact on the raw side by default, so their differences are reported apart."""
+    additive, uniques, worst = [], [], 0.0
     for key in sorted(set(api) | set(raw), key=repr):
         a, r = api.get(key, {}), raw.get(key, {})
         for name in sorted(set(a) | set(r)):
@@ -488,10 +489,10 @@ def compare(api: dict[Any, dict[str, Any]], raw: dict[Any, dict[str, Any]]) -> d
             if name in ADDITIVE:
                 additive.append(f"{key} {name}: api {left} raw {right}")
             else:
-                uniques += 1
+                uniques.append(f"{key} {name}: api {left} raw {right}")
                 worst = max(worst, abs(left - right) / max(abs(right), 1))
     return {"keys": len(set(api) | set(raw)), "additive_mismatches": additive,
-            "unique_differences": uniques, "unique_max_relative_error": worst}
+            "unique_differences": len(uniques), "unique_max_relative_error": worst, "unique_examples": uniques[:20]}
 
 
 class Recorder:
