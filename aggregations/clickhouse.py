@@ -26,12 +26,20 @@ QUERY_TIMEOUT_S = 30
 INSERT_TIMEOUT_S = 60
 
 
+# The server's codes for a query stopped by a configured limit (time, rows, bytes, memory).
+LIMIT_CODES = frozenset({158, 159, 160, 241, 307, 396})
+
+
 class ClickHouseError(Exception):
     """Any failure talking to ClickHouse, with the server's error code when it sent one."""
 
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+    @property
+    def over_limit(self) -> bool:
+        return self.code in LIMIT_CODES
 
 
 class ClickHouse:
@@ -100,17 +108,19 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
 
 
-def connect(url: str, database: str | None) -> ClickHouse:
-    """A client for ``url``; ``database`` is selected when given (it must exist then)."""
+def connect(url: str, database: str | None, settings: dict[str, Any] | None = None) -> ClickHouse:
+    """A client for ``url``; ``database`` is selected when given (it must exist then). ``settings``
+    apply to every query of this client (the query API's cost limits, for instance)."""
     parts = urlsplit(url)
     if parts.scheme == "chdb":
         path = url[len("chdb://"):].split("?", 1)[0]
-        client = clickhouse_connect.get_client(interface="chdb", path=path or None, database=database)
+        client = clickhouse_connect.get_client(interface="chdb", path=path or None, database=database,
+                                               settings=settings)
     else:
         client = clickhouse_connect.get_client(
             interface=parts.scheme, host=parts.hostname or "localhost", port=parts.port,
             username=unquote(parts.username or "default"), password=unquote(parts.password or ""),
-            database=database or (parts.path.strip("/") or None),
+            database=database or (parts.path.strip("/") or None), settings=settings,
             connect_timeout=10, send_receive_timeout=max(QUERY_TIMEOUT_S, INSERT_TIMEOUT_S),
         )
     return ClickHouse(client)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
                                        "UTC day before new ones fold into (other)")
     flush_max_events: int = Field(20_000, ge=1)
     session_close_grace_s: int = Field(10, ge=0, description="wait this long past the timeout before closing a silent session")
+    query_max_execution_s: int = Field(30, ge=1, description="a query running longer is stopped: 422")
+    query_max_rows_to_read: int = Field(2_000_000_000, ge=1000, description="a query reading more rows: 422")
+    query_max_memory_bytes: int = Field(4 << 30, ge=1 << 20, description="a query needing more memory: 422")
     data_dir: Path = Path("./data")
     worker_group: str = Field("", description="Faust app id and consumer group; default <topic prefix>worker")
 
@@ -85,6 +88,12 @@ class Settings(BaseSettings):
     @cached_property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies))
+
+    @property
+    def query_limits(self) -> dict[str, int]:
+        """ClickHouse settings applied to every query the API runs."""
+        return {"max_execution_time": self.query_max_execution_s, "max_rows_to_read": self.query_max_rows_to_read,
+                "max_memory_usage": self.query_max_memory_bytes}
 
     @property
     def spool_folder(self) -> Path:

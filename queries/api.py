@@ -76,7 +76,14 @@ async def answer_with(endpoint: str, metrics: QueryMetrics, run: Any) -> Respons
             content["valid"] = exc.valid
         response = OrjsonResponse(content, status_code=400)
     except ClickHouseError as exc:
-        response = OrjsonResponse({"error": f"the analytics database did not answer: {exc}"}, status_code=503,
-                                  headers={"Retry-After": "5"})
+        response = _database_error(exc)
     metrics.latency.labels(endpoint, str(response.status_code)).observe(time.perf_counter() - started)
     return response
+
+
+def _database_error(exc: ClickHouseError) -> OrjsonResponse:
+    if exc.over_limit:
+        return OrjsonResponse({"error": f"the query exceeds this deployment's cost limits ({exc}): narrow the range, "
+                                        "filter with where, or group by fewer dimensions"}, status_code=422)
+    return OrjsonResponse({"error": f"the analytics database did not answer: {exc}"}, status_code=503,
+                          headers={"Retry-After": "5"})

@@ -44,7 +44,7 @@ class Process:
         self.db = self.worker_db = self.producer = self.worker = None
         if roles & {"worker", "api"}:
             migrate(settings.clickhouse_url, settings.clickhouse_database)
-            self.db = connect(settings.clickhouse_url, settings.clickhouse_database)
+            self.db = connect(settings.clickhouse_url, settings.clickhouse_database, settings.query_limits)
             self.checks["clickhouse"] = self.db.ping
         if "tracker" in roles:
             self.tracker_metrics = TrackerMetrics(self.registry)

@@ -209,3 +209,17 @@ def test_every_dimension_at_once_and_for_uniques(clickhouse):
                        "device_type": "desktop", "os": "", "browser": "", "player": "p", "timezone": "UTC",
                        "domain": "example.com", "live": "false", "viewer": "registered"},
         "totals": {"video_view": 1, "ccu": 1, "unique_viewers": 1}}]
+
+
+def test_a_query_over_the_cost_limits_is_a_422_not_a_500(clickhouse, _chdb_url):
+    from aggregations.clickhouse import connect
+
+    load(clickhouse, SCENARIO)
+    database = clickhouse.query("SELECT currentDatabase()")[0][0]
+    limited = connect(_chdb_url, database, {"max_rows_to_read": 1})
+    try:
+        response = get(limited, "/v1/events/accounts/1234", dimensions="video", metrics="video_view")
+    finally:
+        limited.close()
+    assert response.status_code == 422
+    assert "cost limits" in response.json()["error"]
