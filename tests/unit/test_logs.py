@@ -1,0 +1,212 @@
+"""JSON log lines and request ids, in-process: a Starlette app behind RequestIdMiddleware, called through httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from vidpulse import logs
+
+CLIENT_IP = "203.0.113.77"
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0 secret-ua-marker"
+
+
+class Captured:
+    """What the configured handler wrote, parsed line by line (every line must be JSON)."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter([json.loads(line) for line in self.stream.getvalue().splitlines()])
+
+
+@pytest.fixture
+def lines() -> Iterator[Captured]:
+    """configure() as the CLI calls it, its stderr handler pointed at a buffer; restores the root logger after."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = io.StringIO()
+    logs.configure("INFO")
+    capture(stream)
+    yield Captured(stream)
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    logging.captureWarnings(False)
+
+
+def capture(stream: io.StringIO) -> None:
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, logging.StreamHandler) and isinstance(handler.formatter, logs.JsonFormatter)
+    handler.setStream(stream)
+
+
+def app() -> Starlette:
+    log = logging.getLogger("tests.handler")
+
+    async def work(request: Request) -> JSONResponse:
+        log.info("working on %s for %d", request.path_params["item"], 42, extra={"item": request.path_params["item"]})
+        return JSONResponse({"seen": logs.current_request_id()}, status_code=202, headers={"X-Request-ID": "app-set"})
+
+    def blocking(_: Request) -> PlainTextResponse:  # a sync endpoint runs in a thread: the id must follow
+        log.info("in a thread")
+        return PlainTextResponse("ok")
+
+    async def fail(_: Request) -> PlainTextResponse:
+        raise RuntimeError("boom")
+
+    return Starlette(routes=[Route("/work/{item}", work, methods=["POST"]), Route("/blocking", blocking),
+                             Route("/fail", fail)])
+
+
+def call(method: str, path: str, headers: dict[str, str | bytes] | None = None, app_: object | None = None) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app_ or logs.RequestIdMiddleware(app()), client=(CLIENT_IP, 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    return asyncio.run(go())
+
+
+def by_logger(lines: list[dict], name: str) -> list[dict]:
+    return [line for line in lines if line["logger"] == name]
+
+
+def test_every_line_is_json_with_the_fields_and_formatted_args(lines):
+    log = logging.getLogger("tests.plain")
+    log.warning("%d events from %s", 3, "abc", extra={"partition": 2, "odd": object(), "huge": 2**70})
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        log.exception("it failed")
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 7, extra={"color_message": "\x1b[1m"})
+    warning, error, uvicorn = list(lines)
+    assert warning["message"] == "3 events from abc"
+    assert warning["level"] == "WARNING" and warning["logger"] == "tests.plain"
+    assert warning["ts"].endswith("Z") and warning["ts"][:2] == "20"
+    assert warning["partition"] == 2 and warning["huge"] == 2**70 and warning["odd"].startswith("<object")
+    assert "request_id" not in warning
+    assert error["level"] == "ERROR" and "ValueError: bad value" in error["exception"]
+    assert error["exception"].startswith("Traceback")
+    assert uvicorn["message"] == "Started server process [7]" and "color_message" not in uvicorn
+
+
+def test_library_loggers_lose_their_own_handlers_and_go_through_ours(lines):
+    logging.getLogger("aiokafka").addHandler(logging.StreamHandler(io.StringIO()))
+    logging.getLogger("mode").propagate = False
+    logs.configure("INFO")
+    capture(lines.stream)
+    for name in ("aiokafka", "mode", "faust", "uvicorn.access"):
+        assert not logging.getLogger(name).handlers and logging.getLogger(name).propagate
+    logging.getLogger("aiokafka").info("from %s", "aiokafka")
+    logging.getLogger("mode").info("from mode")
+    assert [(line["logger"], line["message"]) for line in lines] == [("aiokafka", "from aiokafka"), ("mode", "from mode")]
+
+
+def test_level_filters(lines):
+    logs.configure("WARNING")
+    capture(lines.stream)
+    logging.getLogger("tests.level").info("hidden")
+    logging.getLogger("tests.level").warning("shown")
+    assert [line["message"] for line in lines] == ["shown"]
+
+
+def test_request_id_reaches_logs_inside_the_request_and_the_response_header(lines):
+    response = call("POST", "/work/v1?token=secret&ip=1.2.3.4")
+    assert response.status_code == 202
+    request_id = response.headers["X-Request-ID"]
+    assert len(request_id) == 32 and int(request_id, 16) >= 0  # uuid4 hex
+    assert response.headers.get_list("X-Request-ID") == [request_id]  # replaces the app's own header
+    assert response.json() == {"seen": request_id}
+    (handler_line,) = by_logger(lines, "tests.handler")
+    assert handler_line["message"] == "working on v1 for 42" and handler_line["item"] == "v1"
+    assert handler_line["request_id"] == request_id
+    assert logs.current_request_id() is None  # reset after the request
+
+
+def test_request_id_follows_into_a_sync_endpoint_thread(lines):
+    response = call("GET", "/blocking", {"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    (line,) = by_logger(lines, "tests.handler")
+    assert line["request_id"] == "abc-123"
+
+
+def test_each_request_gets_its_own_id():
+    first, second = call("GET", "/blocking"), call("GET", "/blocking")
+    assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize("given", ["abc-123", "A.b_C-9", "x" * 64, "0f8fad5b-d9cb-469f-a165-70867728950e"])
+def test_a_sane_request_id_is_kept(lines, given):
+    response = call("POST", "/work/x", {"X-Request-ID": given})
+    assert response.headers["X-Request-ID"] == given
+    assert by_logger(lines, "tests.handler")[0]["request_id"] == given
+    assert by_logger(lines, "vidpulse.access")[0]["request_id"] == given
+
+
+@pytest.mark.parametrize("given", ["x" * 65, "abc 123", "a\\nb", "a\"}{\"level\":\"ERROR", "<script>", "a/b", "é", "",
+                                   "abc;rm"])
+def test_a_malicious_or_odd_request_id_is_replaced(lines, given):
+    response = call("POST", "/work/x", {"X-Request-ID": given.encode()})  # bytes: httpx sends non-ASCII as is
+    replaced = response.headers["X-Request-ID"]
+    assert replaced != given and len(replaced) == 32
+    assert by_logger(lines, "tests.handler")[0]["request_id"] == replaced
+    assert all(given not in json.dumps(line, ensure_ascii=False) for line in lines if given and line["logger"] != "httpx")
+
+
+def test_access_line_has_method_path_status_duration_and_id_but_no_client_address(lines):
+    response = call("POST", "/work/v7?account=1&ip=9.9.9.9", {"X-Forwarded-For": "198.51.100.4"})
+    (access,) = by_logger(lines, "vidpulse.access")
+    assert access["level"] == "INFO"
+    assert access["method"] == "POST" and access["path"] == "/work/v7" and access["status"] == 202
+    assert isinstance(access["duration_ms"], float) and access["duration_ms"] >= 0
+    assert access["request_id"] == response.headers["X-Request-ID"]
+    assert access["message"].startswith("POST /work/v7 202 ")
+    everything = "\n".join(json.dumps(line) for line in lines if line["logger"] != "httpx")  # httpx: the client
+    for secret in (CLIENT_IP, "198.51.100.4", "9.9.9.9", "secret-ua-marker", "5555", "account=1"):
+        assert secret not in everything
+
+
+def test_a_failing_app_is_logged_as_500_with_its_id(lines):
+    with pytest.raises(RuntimeError):
+        call("GET", "/fail", {"X-Request-ID": "failing-1"})
+    (access,) = by_logger(lines, "vidpulse.access")
+    assert access["status"] == 500 and access["request_id"] == "failing-1"
+
+
+def test_non_http_scopes_pass_through_untouched():
+    seen: list[str] = []
+
+    async def lifespan_app(scope, receive, send):
+        seen.append(scope["type"])
+        assert logs.current_request_id() is None
+
+    asyncio.run(logs.RequestIdMiddleware(lifespan_app)({"type": "lifespan"}, None, None))
+    assert seen == ["lifespan"]
+
+
+def test_the_real_app_echoes_the_id(lines):
+    """FastAPI's middleware stack with the project's wiring style: add_middleware."""
+    from fastapi import FastAPI
+
+    api = FastAPI()
+
+    @api.get("/hello")
+    async def hello() -> dict[str, str | None]:
+        logging.getLogger("tests.handler").info("hello")
+        return {"id": logs.current_request_id()}
+
+    api.add_middleware(logs.RequestIdMiddleware)
+    response = call("GET", "/hello?x=1", {"X-Request-ID": "fastapi-1"}, app_=api)
+    assert response.json() == {"id": "fastapi-1"} and response.headers["X-Request-ID"] == "fastapi-1"
+    assert by_logger(lines, "tests.handler")[0]["request_id"] == "fastapi-1"
+    assert by_logger(lines, "vidpulse.access")[0]["path"] == "/hello"
