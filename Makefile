@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint browser-deps browser sdk unit integration install broker-start broker-stop bench simulate clean
+.PHONY: run test lint browser-deps browser sdk unit integration install broker-start broker-stop bench bench-queries simulate clean
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
@@ -51,6 +51,9 @@ broker-stop:
 
 bench: $(STAMP)
 	$(BIN)/python bench/freshness.py
+
+bench-queries: $(STAMP)
+	$(BIN)/python bench/query_latency.py
 
 clean:
 	bash deploy/kafka/kafka.sh stop || true
