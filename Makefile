@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint browser-deps browser sdk unit integration install broker-start broker-stop bench bench-queries simulate clean
+.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries simulate clean
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
 
-test: lint browser-deps
+test: lint browser-deps promtool-deps
 	$(BIN)/python -m pytest -q
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download cannot work here)
@@ -18,6 +18,11 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser-deps:
 	@test -x /usr/bin/chromium && command -v ffmpeg >/dev/null || \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium ffmpeg)
+
+# tests/unit/test_deploy_configs.py checks the Prometheus config and alert rules with promtool.
+promtool-deps:
+	@command -v promtool >/dev/null || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus)
 
 browser: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q tests/browser
@@ -28,7 +33,7 @@ sdk: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check ingest aggregations queries vidpulse tests bench
 
-unit: $(STAMP)
+unit: $(STAMP) promtool-deps
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: $(STAMP)

@@ -76,6 +76,7 @@ class EventSink:
         self._next_offset: dict[int, int] = {}
         self._watermark_ms: dict[int, int] = {}
         self._recorded: dict[int, dict[int, int]] = {}
+        self._writing_since: float | None = None  # a batch being written counts as pending for its age
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._lock = asyncio.Lock()
         metrics.dimension_cap.set(config.dimension_cap_per_day)
@@ -88,7 +89,10 @@ class EventSink:
 
     def oldest_pending_age_s(self) -> float:
         now = time.monotonic()
-        return max((now - pending.opened_at for pending in self._pending.values()), default=0.0)
+        opened = [pending.opened_at for pending in self._pending.values()]
+        if self._writing_since is not None:
+            opened.append(self._writing_since)
+        return max((now - when for when in opened), default=0.0)
 
     async def add(self, partition: int, offset: int, batch: EnrichedBatch | None, handle: Any) -> None:
         """``batch`` is None for an unreadable message: it is acknowledged in turn and written nowhere."""
@@ -162,6 +166,13 @@ class EventSink:
 
     async def _flush(self, partition: int) -> None:
         pending = self._pending.pop(partition)
+        self._writing_since = pending.opened_at
+        try:
+            await self._write_batch(partition, pending)
+        finally:
+            self._writing_since = None
+
+    async def _write_batch(self, partition: int, pending: _Pending) -> None:
         last_offset = pending.messages[-1][0]
         batch_range = BatchRange(self._config.consumer_group, self._config.topic, partition,
                                  pending.first_offset, last_offset)
