@@ -124,12 +124,14 @@ class EventSink:
             if closing.session_minutes:
                 await self._write_until_done(closing, None)
 
-    async def flush_all(self) -> None:
-        """On shutdown: write what can be written; a forced batch still short of its end stays unacked."""
+    async def flush_all(self) -> int:
+        """On shutdown: write what can be written (returns how many batches); a forced batch still
+        short of its end stays unacked and is replayed."""
         async with self._lock:
-            for partition, pending in list(self._pending.items()):
-                if pending.forced_last is None:
-                    await self._flush(partition)
+            due = [partition for partition, pending in self._pending.items() if pending.forced_last is None]
+            for partition in due:
+                await self._flush(partition)
+            return len(due)
 
     async def forget(self, partitions: set[int]) -> None:
         """On revocation: drop unacked batches (the next owner replays them) and their sessions."""

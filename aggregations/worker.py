@@ -53,7 +53,8 @@ class Worker:
 
     async def stop(self) -> None:
         """Flushes what it can first, so a clean shutdown leaves nothing to replay."""
-        await self.sink.flush_all()
+        flushed = await self.sink.flush_all()
+        log.info("shutdown: flushed %d pending batches", flushed)
         await self.app.stop()
 
     async def _consume(self, stream: Any) -> None:

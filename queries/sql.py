@@ -9,7 +9,8 @@ from queries.catalog import BOOLEAN_DIMENSIONS, METRICS, METRICS_TABLE, UNIQUES_
 from queries.params import Buckets, Question
 
 DAY_MS = 86_400_000
-# The per-video day rollups, and the value columns they share with the minute tables.
+# The per-video rollups (per minute, per UTC day), and the value columns they share with the minute tables.
+VIDEO_MINUTE = {METRICS_TABLE: "video_minute_metrics", UNIQUES_TABLE: "video_minute_uniques"}
 DAY_ROLLUPS = {
     METRICS_TABLE: ("video_day_metrics", ("video_impression", "video_view", "watched_ms", "ad_start", "alive_ss_ad_start",
                                           "rebuffer_ms", "first_frames", "ttff", "fatal_sessions", "viewers")),
@@ -48,7 +49,7 @@ def timeseries(question: Question, buckets: Buckets, components: list[Component]
     """Rows (bucket start in seconds, *dimensions, *component values)."""
     where, parameters = _where(question)
     parameters.update(_bucket_parameters(buckets))
-    table, by_minute = components[0].table, components[0].max_of_minutes
+    table, by_minute = _minute_table(question, components[0].table), components[0].max_of_minutes
     dims = list(question.dimensions)
     bucket = f"{_bucket_start(buckets)} AS bucket"
     values = [f"{c.sql} AS v{i}" for i, c in enumerate(components)]
@@ -65,17 +66,23 @@ def totals(question: Question, components: list[Component]) -> Statement:
     """Rows (*dimensions, *component values) over the whole range: uniques are distinct over the range.
 
     A question that groups and filters by video only (or not at all) reads its whole UTC
-    days from the per-video day rollups and only the partial days at its ends from the
-    minute tables, so its cost is bounded by videos x days, not by traffic."""
+    days from the per-video day rollups and the partial days at its ends from the
+    per-video minute rollups, so its cost is bounded by videos x days, not by traffic."""
     where, parameters = _where(question)
     dims = list(question.dimensions)
     values = ", ".join(f"{c.sql} AS v{i}" for i, c in enumerate(components))
     group = f" GROUP BY {', '.join(dims)}" if dims else ""
-    source = f"{components[0].table} WHERE {where}"
+    table = components[0].table
+    source = f"{_minute_table(question, table)} WHERE {where}"
     days = _whole_days(question)
-    if days and components[0].table in DAY_ROLLUPS and _by_video_only(question):
-        source = f"({_day_split(question, components[0].table, parameters, *days)})"
+    if days and table in DAY_ROLLUPS and _by_video_only(question):
+        source = f"({_day_split(question, table, parameters, *days)})"
     return Statement(f"SELECT {', '.join([*dims, values])} FROM {source}{group}", components, parameters)
+
+
+def _minute_table(question: Question, table: str) -> str:
+    """The per-video minute rollup when the question needs no other dimension: one row per video and minute."""
+    return VIDEO_MINUTE[table] if table in VIDEO_MINUTE and _by_video_only(question) else table
 
 
 def _by_video_only(question: Question) -> bool:
@@ -91,6 +98,7 @@ def _whole_days(question: Question) -> tuple[int, int] | None:
 def _day_split(question: Question, table: str, parameters: dict[str, Any], first_ms: int, last_ms: int) -> str:
     """Partial first day and partial last day from the minute table, whole days from the rollup."""
     rollup, columns = DAY_ROLLUPS[table]
+    table = _minute_table(question, table)
     parameters.update(day_first=first_ms // 1000, day_last=last_ms // 1000)
     filters = " AND ".join(["account = {account:String}", *_value_filters(question, parameters)])
     selected = ", ".join(["video", *columns])

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 from pydantic import ValidationError
 
 from aggregations.schema import migrate
 from ingest.settings import Settings
+from vidpulse import logs
 from vidpulse.broker import BrokerError, local_broker
 from vidpulse.process import Process
 
@@ -21,7 +23,7 @@ ROLES_BY_COMMAND = {"up": frozenset({"tracker", "worker", "api"}), "tracker": fr
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -49,15 +51,32 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command != "up":
             raise BrokerError("VIDPULSE_KAFKA_BOOTSTRAP is required for a lone tracker or worker")
         bootstrap = local_broker()
-    asyncio.run(_serve(settings, roles, bootstrap))
-    return 0
+    return asyncio.run(_serve(settings, roles, bootstrap))
 
 
-async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str) -> None:
+async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str) -> int:
     app = Process(settings, roles, bootstrap).http_app()
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="info",
-                            proxy_headers=False, timeout_graceful_shutdown=30)
-    await uvicorn.Server(config).serve()
+    # outermost, so even the 500 that Starlette writes for an unhandled error carries X-Request-ID;
+    # log_config=None keeps our JSON handlers, and our middleware writes the access log (no client address)
+    config = uvicorn.Config(logs.RequestIdMiddleware(app), host=settings.http_host, port=settings.http_port,
+                            log_level="info", proxy_headers=False, timeout_graceful_shutdown=30, log_config=None,
+                            access_log=False)
+    server = _Server(config)
+    await server.serve()
+    return 1 if getattr(server.lifespan, "shutdown_failed", False) else 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down, so the process would die by the
+    signal (status 143) even after a clean, flushed shutdown: swallow it then and exit 0 (1 when the shutdown
+    raised). After a forced exit (a second Ctrl+C: nothing flushed) the signal goes through."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            if not self.force_exit:
+                self._captured_signals.clear()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,8 +7,9 @@ visible to every log line emitted while serving the request, echoes it in the
 response and writes one access line per request.
 
 The access line is ours, not uvicorn's: uvicorn's own access log carries the
-client's address, which the beacon protocol forbids us to keep. Run uvicorn with
-``access_log=False`` (and ``log_config=None`` so it leaves the handlers alone).
+client's address, which the beacon protocol forbids us to keep, so ``configure()``
+silences it. Run uvicorn with ``log_config=None`` (else its dictConfig installs its
+own plain-text handlers again) and ``access_log=False``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import orjson
 REQUEST_ID_HEADER = "X-Request-ID"
 # Loggers that libraries may have given handlers of their own: they all go through ours.
 LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "faust", "mode", "aiokafka")
+UVICORN_ACCESS = "uvicorn.access"
+_HEADER = REQUEST_ID_HEADER.lower().encode("ascii")
 
 _request_id: ContextVar[str | None] = ContextVar("vidpulse_request_id", default=None)
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -71,20 +74,26 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO") -> None:
-    """JSON lines on stderr for the root logger and every library logger; safe to call again."""
+    """JSON lines on stderr for the root logger and every library logger; safe to call again.
+
+    uvicorn's access logger is silenced rather than formatted: its records carry the
+    client's address as an argument. uvicorn checks ``hasHandlers()`` before writing
+    one, so with no handler and no propagation it does not even build them, whatever
+    its ``access_log`` setting. ``RequestIdMiddleware`` writes the access lines.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
-        old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers.clear()
-        logger.propagate = True
+        logger.propagate = name != UVICORN_ACCESS
         logger.setLevel(logging.NOTSET)
+    logging.getLogger(UVICORN_ACCESS).disabled = True
     logging.captureWarnings(True)
 
 
@@ -115,8 +124,8 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [(name, value) for name, value in message.get("headers", [])
-                           if name.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode("ascii")))
+                           if name.lower() != _HEADER]
+                headers.append((_HEADER, request_id.encode("ascii")))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -133,7 +142,7 @@ class RequestIdMiddleware:
 
 def _incoming_id(scope: dict[str, Any]) -> str | None:
     for name, value in scope.get("headers", []):
-        if name.lower() == b"x-request-id":
+        if name.lower() == _HEADER:
             candidate = value.decode("latin-1")
             return candidate if _SANE_ID.fullmatch(candidate) else None
     return None

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -105,8 +106,9 @@ def test_library_loggers_lose_their_own_handlers_and_go_through_ours(lines):
     logging.getLogger("mode").propagate = False
     logs.configure("INFO")
     capture(lines.stream)
-    for name in ("aiokafka", "mode", "faust", "uvicorn.access"):
+    for name in ("aiokafka", "mode", "faust", "uvicorn", "uvicorn.error"):
         assert not logging.getLogger(name).handlers and logging.getLogger(name).propagate
+    assert not logging.getLogger("uvicorn.access").hasHandlers()  # uvicorn then writes no access line at all
     logging.getLogger("aiokafka").info("from %s", "aiokafka")
     logging.getLogger("mode").info("from mode")
     assert [(line["logger"], line["message"]) for line in lines] == [("aiokafka", "from aiokafka"), ("mode", "from mode")]
@@ -210,3 +212,34 @@ def test_the_real_app_echoes_the_id(lines):
     assert response.json() == {"id": "fastapi-1"} and response.headers["X-Request-ID"] == "fastapi-1"
     assert by_logger(lines, "tests.handler")[0]["request_id"] == "fastapi-1"
     assert by_logger(lines, "vidpulse.access")[0]["path"] == "/hello"
+
+
+def test_a_real_uvicorn_writes_no_client_address_even_with_its_access_log_on(lines):
+    """uvicorn's own access line is '<client ip>:<port> - "GET /path HTTP/1.1" 200': it must never appear."""
+    import uvicorn
+
+    async def serve() -> httpx.Response:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = uvicorn.Config(logs.RequestIdMiddleware(app()), host="127.0.0.1", port=port, log_config=None,
+                                access_log=True, log_level="info", lifespan="off")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                await asyncio.sleep(0.02)
+            async with httpx.AsyncClient() as client:
+                return await client.post(f"http://127.0.0.1:{port}/work/real?q=1", headers={"User-Agent": USER_AGENT})
+        finally:
+            server.should_exit = True
+            await task
+
+    response = asyncio.run(serve())
+    assert response.status_code == 202
+    server_lines = [line for line in lines if line["logger"] != "httpx"]
+    (access,) = by_logger(server_lines, "vidpulse.access")
+    assert access["request_id"] == response.headers["X-Request-ID"] and access["path"] == "/work/real"
+    assert not by_logger(server_lines, "uvicorn.access")
+    everything = "\n".join(json.dumps(line) for line in server_lines)
+    assert '127.0.0.1:' not in everything.replace("http://127.0.0.1:", "") and "secret-ua-marker" not in everything
