@@ -33,6 +33,9 @@ from ingest.models import EnrichedBatch
 
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = (0.1, 0.5, 1, 2, 5)
+# How far back a newly assigned partition's sessions are reloaded: covers a restart or a
+# rebalance that took up to about ten minutes beyond the session timeout.
+RELOAD_WINDOW_MS = 15 * 60_000
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,25 @@ class EventSink:
             for partition in due:
                 await self._flush(partition)
             return len(due)
+
+    async def reload(self, partitions: set[int]) -> None:
+        """On assignment: sessions a previous owner (or this worker before a restart) left open get
+        their timeout stretch written by the timer, as if no one had stopped. Best effort: only
+        concurrency minutes depend on it, and the window is RELOAD_WINDOW_MS back from now."""
+        since = self._clock_ms() - RELOAD_WINDOW_MS
+        try:
+            found = await self._writer.recent_sessions(sorted(partitions), since)
+        except (ClickHouseError, OSError) as exc:
+            log.warning("could not reload open sessions of partitions %s: %s", sorted(partitions), exc)
+            return
+        async with self._lock:
+            for account, key, fingerprint, dimensions, events, partition in found:
+                if key not in self._sessions:
+                    state = sessions.SessionState.from_history([tuple(event) for event in events])
+                    identity = SessionIdentity(account, key, fingerprint, tuple(dimensions))
+                    self._sessions[key] = _Session(state, identity, partition)
+            self._metrics.open_sessions.set(len(self._sessions))
+        log.info("reloaded %d recent sessions of partitions %s", len(found), sorted(partitions))
 
     async def forget(self, partitions: set[int]) -> None:
         """On revocation: drop unacked batches (the next owner replays them) and their sessions."""

@@ -7,6 +7,7 @@ server and tables are off: the sink keeps its state in ClickHouse.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,10 +43,12 @@ class Worker:
         self._metrics = metrics
         metrics.watch(self._lag, self.sink.oldest_pending_age_s)
         self._stream: Any = None
+        self._reloading: asyncio.Future[None] | None = None
         self.app.agent(self.topic, name="sink")(self._consume)
         # ticking at half the interval keeps a batch from waiting almost two intervals for its tick
         self.app.timer(settings.flush_interval_s / 2)(self.sink.flush_due)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
 
     async def start(self) -> None:
         self.app.in_worker = True
@@ -80,6 +83,12 @@ class Worker:
 
     def topic_partition(self, partition: int) -> Any:
         return faust.types.TP(self.topic.get_topic_name(), partition)
+
+    async def _on_assigned(self, app: Any, assigned: Any, **_: Any) -> None:
+        ours = {tp.partition for tp in assigned if tp.topic == self.topic.get_topic_name()}
+        if ours:
+            # in the background: a rebalance must not wait on ClickHouse
+            self._reloading = asyncio.ensure_future(self.sink.reload(ours))
 
     async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
         ours = {tp.partition for tp in revoked if tp.topic == self.topic.get_topic_name()}

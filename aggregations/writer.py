@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Awaitable
+from typing import Any
 
 from aggregations.clickhouse import ClickHouse, ClickHouseError
 from aggregations.metrics import WorkerMetrics
-from aggregations.rows import RAW_COLUMNS, SESSION_MINUTE_COLUMNS, BatchRange, SinkRows
+from aggregations.rows import DIMENSIONS, RAW_COLUMNS, SESSION_MINUTE_COLUMNS, BatchRange, SinkRows
 
 
 class ClickHouseWriter:
@@ -60,6 +61,17 @@ class ClickHouseWriter:
     async def admit_dimension_values(self, rows: list[tuple[str, dt.date, str, str]]) -> None:
         await self._timed("dimension_values", self._db.ainsert(
             "dimension_values", rows, ("account", "day", "dimension", "value")), len(rows))
+
+    async def recent_sessions(self, partitions: list[int], since_ms: int) -> list[tuple[Any, ...]]:
+        """Sessions of these partitions active since ``since_ms``: (account, session_key, fingerprint,
+        dimension values, [(event_id, type, event_time_ms)]), to close the ones a previous owner left open."""
+        dimensions = ", ".join(DIMENSIONS)
+        return await self._db.aquery(
+            f"SELECT account, session_key, any(fingerprint), argMax(tuple({dimensions}), event_time), "
+            "groupArray((event_id, type, toUnixTimestamp64Milli(event_time))), any(kafka_partition) "
+            "FROM events_raw WHERE kafka_partition IN {parts:Array(UInt32)} "
+            "AND event_time >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') AND NOT is_bot "
+            "GROUP BY account, session_key", {"parts": partitions, "since": since_ms})
 
     async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
         """Raw events first (their view sums the additive metrics), then session-minutes (idempotent)."""

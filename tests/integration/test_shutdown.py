@@ -143,9 +143,6 @@ def test_sigterm_writes_every_pending_batch_before_exit_and_a_restart_counts_eac
     assert second.proc is not None and second.proc.returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="sessions still open at a clean shutdown are never closed after the restart: "
-                   "their offsets were committed, so nothing replays them and the sessionizer reloads a session only "
-                   "when a new batch of it arrives; the minutes of their timeout stretch are never written")
 def test_sessions_open_at_sigterm_still_count_in_the_minutes_after_their_last_event(kafka, tmp_path, run_id):
     # view at :30 and heartbeat at :35 of a minute five minutes ago: active until :95, so in the next minute too
     base = (int(time.time() * 1000) // 60_000 - 5) * 60_000

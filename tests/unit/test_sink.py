@@ -33,6 +33,15 @@ class RecordingWriter:
         self.session_minutes: set[tuple] = set()
         self.fail_writes = fail_writes
 
+    async def recent_sessions(self, partitions, since_ms):
+        found: dict = {}
+        for row in self.raw_rows():
+            when = int(row[6].timestamp() * 1000)
+            if row[-3] in partitions and when >= since_ms and not row[23]:
+                entry = found.setdefault(row[2], [row[0], row[2], row[3], tuple(row[9:21]), [], row[-3]])
+                entry[4].append((row[4], row[5], when))
+        return [tuple(entry) for entry in found.values()]
+
     async def dimension_values(self, keys):
         found: dict = {}
         for account, day, dimension, value in self.admitted:
@@ -198,6 +207,23 @@ def test_a_bot_rebuilt_after_a_restart_still_counts_nowhere():
     run(scenario())
     assert writer.event_ids() == ["1", "2", "3"]
     assert writer.session_minutes == set() and writer.exits == set()
+
+
+def test_sessions_left_open_by_a_previous_owner_are_closed_after_reassignment():
+    writer = RecordingWriter()
+    first = Harness(writer, max_events=1)
+    first.now_ms = BASE + 30_000  # still open when this worker stops
+    run(first.sink.add(0, 0, batch(1, ("1", "view", BASE + 30_000)), 0))
+    assert {int(m.timestamp() * 1000) for m, _ in writer.session_minutes} == {BASE}
+    second = Harness(writer, max_events=1)
+    second.now_ms = BASE + 5 * M
+
+    async def scenario():
+        await second.sink.reload({0})
+        await second.sink.flush_due()
+
+    run(scenario())
+    assert {int(m.timestamp() * 1000) for m, _ in writer.session_minutes} == {BASE, BASE + M}
 
 
 def test_silent_session_is_closed_by_the_timer():
