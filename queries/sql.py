@@ -5,17 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from queries.catalog import BOOLEAN_DIMENSIONS, METRICS, METRICS_TABLE, UNIQUES_TABLE, Component
+from queries.catalog import BOOLEAN_DIMENSIONS, METRICS, Component
 from queries.params import Buckets, Question
-
-DAY_MS = 86_400_000
-# The per-video rollups (per minute, per UTC day), and the value columns they share with the minute tables.
-VIDEO_MINUTE = {METRICS_TABLE: "video_minute_metrics", UNIQUES_TABLE: "video_minute_uniques"}
-DAY_ROLLUPS = {
-    METRICS_TABLE: ("video_day_metrics", ("video_impression", "video_view", "watched_ms", "ad_start", "alive_ss_ad_start",
-                                          "rebuffer_ms", "first_frames", "ttff", "fatal_sessions", "viewers")),
-    UNIQUES_TABLE: ("video_day_uniques", ("sessions", "fingerprints", "exits_before_start")),
-}
 
 _CALENDAR_START = {
     "hour": "toUnixTimestamp(toStartOfHour(minute, {tz:String}))",
@@ -49,7 +40,7 @@ def timeseries(question: Question, buckets: Buckets, components: list[Component]
     """Rows (bucket start in seconds, *dimensions, *component values)."""
     where, parameters = _where(question)
     parameters.update(_bucket_parameters(buckets))
-    table, by_minute = _minute_table(question, components[0].table), components[0].max_of_minutes
+    table, by_minute = components[0].table, components[0].max_of_minutes
     dims = list(question.dimensions)
     bucket = f"{_bucket_start(buckets)} AS bucket"
     values = [f"{c.sql} AS v{i}" for i, c in enumerate(components)]
@@ -63,53 +54,13 @@ def timeseries(question: Question, buckets: Buckets, components: list[Component]
 
 
 def totals(question: Question, components: list[Component]) -> Statement:
-    """Rows (*dimensions, *component values) over the whole range: uniques are distinct over the range.
-
-    A question that groups and filters by video only (or not at all) reads its whole UTC
-    days from the per-video day rollups and the partial days at its ends from the
-    per-video minute rollups, so its cost is bounded by videos x days, not by traffic."""
+    """Rows (*dimensions, *component values) over the whole range: uniques are distinct over the range."""
     where, parameters = _where(question)
     dims = list(question.dimensions)
     values = ", ".join(f"{c.sql} AS v{i}" for i, c in enumerate(components))
     group = f" GROUP BY {', '.join(dims)}" if dims else ""
-    table = components[0].table
-    source = f"{_minute_table(question, table)} WHERE {where}"
-    days = _whole_days(question)
-    if days and table in DAY_ROLLUPS and _by_video_only(question):
-        source = f"({_day_split(question, table, parameters, *days)})"
-    return Statement(f"SELECT {', '.join([*dims, values])} FROM {source}{group}", components, parameters)
-
-
-def _minute_table(question: Question, table: str) -> str:
-    """The per-video minute rollup when the question needs no other dimension: one row per video and minute."""
-    return VIDEO_MINUTE[table] if table in VIDEO_MINUTE and _by_video_only(question) else table
-
-
-def _by_video_only(question: Question) -> bool:
-    return set(question.dimensions) <= {"video"} and all(f.dimension == "video" for f in question.filters)
-
-
-def _whole_days(question: Question) -> tuple[int, int] | None:
-    first = -(-question.start_ms // DAY_MS) * DAY_MS
-    last = question.end_ms // DAY_MS * DAY_MS
-    return (first, last) if last > first else None
-
-
-def _day_split(question: Question, table: str, parameters: dict[str, Any], first_ms: int, last_ms: int) -> str:
-    """Partial first day and partial last day from the minute table, whole days from the rollup."""
-    rollup, columns = DAY_ROLLUPS[table]
-    table = _minute_table(question, table)
-    parameters.update(day_first=first_ms // 1000, day_last=last_ms // 1000)
-    filters = " AND ".join(["account = {account:String}", *_value_filters(question, parameters)])
-    selected = ", ".join(["video", *columns])
-    return " UNION ALL ".join([
-        f"SELECT {selected} FROM {table} WHERE {filters} AND minute >= {{start:DateTime('UTC')}} "
-        "AND minute < {day_first:DateTime('UTC')}",
-        f"SELECT {selected} FROM {rollup} WHERE {filters} AND day >= toDate({{day_first:DateTime('UTC')}}) "
-        "AND day < toDate({day_last:DateTime('UTC')})",
-        f"SELECT {selected} FROM {table} WHERE {filters} AND minute >= {{day_last:DateTime('UTC')}} "
-        "AND minute < {end:DateTime('UTC')}",
-    ])
+    return Statement(f"SELECT {', '.join([*dims, values])} FROM {components[0].table} WHERE {where}{group}",
+                     components, parameters)
 
 
 def _bucket_start(buckets: Buckets) -> str:
@@ -123,15 +74,9 @@ def _bucket_parameters(buckets: Buckets) -> dict[str, Any]:
 
 
 def _where(question: Question) -> tuple[str, dict[str, Any]]:
+    clauses = ["account = {account:String}", "minute >= {start:DateTime('UTC')}", "minute < {end:DateTime('UTC')}"]
     parameters: dict[str, Any] = {"account": question.account, "start": question.start_ms // 1000,
                                   "end": question.end_ms // 1000}
-    clauses = ["account = {account:String}", "minute >= {start:DateTime('UTC')}", "minute < {end:DateTime('UTC')}",
-               *_value_filters(question, parameters)]
-    return " AND ".join(clauses), parameters
-
-
-def _value_filters(question: Question, parameters: dict[str, Any]) -> list[str]:
-    clauses = []
     for index, condition in enumerate(question.filters):
         if condition.dimension in BOOLEAN_DIMENSIONS:
             clauses.append(f"{condition.dimension} IN {{w{index}:Array(Bool)}}")
@@ -139,4 +84,4 @@ def _value_filters(question: Question, parameters: dict[str, Any]) -> list[str]:
         else:
             clauses.append(f"{condition.dimension} IN {{w{index}:Array(String)}}")
             parameters[f"w{index}"] = list(condition.values)
-    return clauses
+    return " AND ".join(clauses), parameters

@@ -225,7 +225,7 @@ def test_a_query_over_the_cost_limits_is_a_422_not_a_500(clickhouse, _chdb_url):
     assert "cost limits" in response.json()["error"]
 
 
-def test_whole_days_come_from_the_day_rollups_and_equal_the_minute_tables(clickhouse):
+def test_totals_over_several_days_and_across_midnight(clickhouse):
     day = 86_400_000
     midnight = BASE // day * day
     spread = [  # sessions on three earlier days, one across midnight, and today's
@@ -246,7 +246,7 @@ def test_whole_days_come_from_the_day_rollups_and_equal_the_minute_tables(clickh
         {"dimensions": {"account": "1234", "video": "D2"},
          "totals": {"video_view": 2, "video_seconds_viewed": 8.0, "ccu": 2, "fingerprint_count": 2,
                     "watch_minutes": round(8 / 60, 3)}}]
-    # the same through the minute tables only (country is not in the rollups), summed back
+    # grouped by one more dimension and summed back: the same views
     by_country = get(clickhouse, "/v1/events/accounts/1234", dimensions="video,country", metrics=metrics,
                      where="video==D1,D2", **window).json()["data"]
     views = {}
