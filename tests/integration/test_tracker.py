@@ -156,3 +156,16 @@ def test_metrics_are_exposed(pipeline):
                  "vidpulse_api_query_latency_seconds_count"):
         assert name in samples, name
     assert samples["vidpulse_tracker_events_accepted_total"].value >= 1
+
+
+def test_the_scrape_holds_every_metric_the_readme_lists(pipeline):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    operations = readme[readme.index("## Operations"):readme.index("## Limits we chose")]
+    listed = {name for name in re.findall(r"`(vidpulse_[a-z_]+)", operations)}
+    assert len(listed) >= 20
+    families = {family.name for family in text_string_to_metric_families(httpx.get(f"{pipeline.url}/metrics").text)}
+    missing = {name for name in listed if name not in families and name.removesuffix("_total") not in families}
+    assert not missing, f"listed in the README but not exposed: {sorted(missing)}"
