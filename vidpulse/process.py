@@ -1,7 +1,8 @@
 """One process's parts, built from one settings object, started and stopped in order, behind one HTTP app.
 
-Every HTTP process serves /healthz (alive), /readyz (its broker and database
-answer) and /metrics (Prometheus), beside whatever parts it runs.
+Every HTTP process serves /healthz (alive), /readyz (its parts can do their job:
+database and broker answer, or, for a tracker, it can accept into Kafka or its
+spool) and /metrics (Prometheus), beside whatever parts it runs.
 """
 
 from __future__ import annotations
