@@ -114,8 +114,13 @@ def connect(url: str, database: str | None, settings: dict[str, Any] | None = No
     parts = urlsplit(url)
     if parts.scheme == "chdb":
         path = url[len("chdb://"):].split("?", 1)[0]
-        client = clickhouse_connect.get_client(interface="chdb", path=path or None, database=database,
-                                               settings=settings)
+        try:
+            client = clickhouse_connect.get_client(interface="chdb", path=path or None, database=database,
+                                                   settings=settings)
+        except Exception as exc:
+            raise ClickHouseError(f"cannot open the embedded ClickHouse in {path or 'memory'} ({_first_line(exc)}); "
+                                  "chdb allows one process per folder: if a vidpulse process (vidpulse up) runs on "
+                                  "it, stop that first") from exc
     else:
         client = clickhouse_connect.get_client(
             interface=parts.scheme, host=parts.hostname or "localhost", port=parts.port,

@@ -42,8 +42,11 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(1 << 30, ge=1024, description="beyond it the tracker answers 503")
     rate_limit_ip: str = Field("100/second", description="requests per client IP, in the limits library's notation")
     rate_limit_account: str = Field("5000/second", description="requests per account")
-    allowed_origins: dict[str, list[str]] = Field(
-        default_factory=dict, description='JSON {"account": ["https://origin", ...]}; accounts not listed allow any')
+    rate_limit_key: str = Field("50/second", description="query requests per API key, unless the key sets its own")
+    accounts_refresh_s: float = Field(5.0, gt=0, description="how soon trackers and the API see account and key changes")
+    dev_account: str = Field("1234", pattern=r"^([A-Za-z0-9_-]{1,64})?$",
+                             description="the account `up` creates, with keys, on a database without accounts; "
+                                         "empty: none")
     flush_interval_s: float = Field(1.0, gt=0, description="a worker inserts at most once per table per partition per interval")
     commit_interval_s: float = Field(1.0, gt=0, description="how often the worker commits acknowledged offsets")
     consumer_session_timeout_s: float = Field(10.0, ge=6, description="how soon a dead worker's partitions move")
@@ -64,7 +67,7 @@ class Settings(BaseSettings):
             raise ValueError("VIDPULSE_CLICKHOUSE_URL must start with chdb://, http:// or https://")
         return url
 
-    @field_validator("rate_limit_ip", "rate_limit_account")
+    @field_validator("rate_limit_ip", "rate_limit_account", "rate_limit_key")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         from limits import parse
@@ -94,6 +97,10 @@ class Settings(BaseSettings):
         """ClickHouse settings applied to every query the API runs."""
         return {"max_execution_time": self.query_max_execution_s, "max_rows_to_read": self.query_max_rows_to_read,
                 "max_memory_usage": self.query_max_memory_bytes}
+
+    @property
+    def accounts_snapshot(self) -> Path:
+        return self.data_dir / "accounts.json"
 
     @property
     def spool_folder(self) -> Path:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest import jsonio
+from ingest.directory import Directory
 from ingest.enrich import Rejection, Sender, check_events, enrich, salt_for, validation_reason
 from ingest.geo import Locator
 from ingest.http import OrjsonResponse
@@ -38,16 +39,19 @@ class BeaconError(Exception):
 
 
 class Tracker:
-    """The beacon endpoint; shares nothing between requests but the producer and the rate limits."""
+    """The beacon endpoint; shares nothing between requests but the producer, the rate limits and the
+    directory of accounts (account → the origins it allows, empty for any)."""
 
-    def __init__(self, settings: Settings, producer: EventProducer, metrics: TrackerMetrics) -> None:
+    def __init__(self, settings: Settings, producer: EventProducer, metrics: TrackerMetrics,
+                 accounts: Directory[tuple[str, ...]]) -> None:
         if settings.fingerprint_salt.get_secret_value() == DEFAULT_SALT:
             log.warning("VIDPULSE_FINGERPRINT_SALT is the public development default: anyone can recompute "
                         "fingerprints; set a secret before real traffic")
         self._settings = settings
         self._producer = producer
         self._metrics = metrics
-        self._limits = RateLimits(settings.rate_limit_ip, settings.rate_limit_account)
+        self._accounts = accounts
+        self._limits = RateLimits({"ip": settings.rate_limit_ip, "account": settings.rate_limit_account})
         self._locator = Locator(settings.geoip_city_db)
 
     def routes(self) -> list[Route]:
@@ -103,8 +107,7 @@ class Tracker:
 
     async def _accept(self, payload: Any, sender: Sender, origin: str | None) -> Response:
         envelope = await self._envelope(payload, sender)
-        if origin and not self._origin_allowed(origin, envelope.account):
-            raise BeaconError(403, f"origin {origin} is not allowed for account {envelope.account}")
+        self._check_account(envelope.account, origin)
         self._check_rate("account", envelope.account)
         if len(envelope.events) > self._settings.max_events_per_batch:
             raise BeaconError(413, f"at most {self._settings.max_events_per_batch} events per batch")
@@ -119,6 +122,15 @@ class Tracker:
             self._metrics.rejected(rejection.error)
         return _json(202, {"accepted": len(accepted), "rejected": len(rejected),
                            "errors": [{"index": r.index, "error": r.error} for r in rejected]})
+
+    def _check_account(self, account: str, origin: str | None) -> None:
+        if not self._accounts.loaded:
+            raise BeaconError(503, "cannot accept now: this tracker has not loaded its accounts yet; retry the same batch",
+                              headers={"Retry-After": RETRY_AFTER_S})
+        if self._accounts.get(account) is None:
+            raise BeaconError(403, f"account {account} does not exist here: create it with `vidpulse accounts create`")
+        if origin and not self._origin_allowed(origin, account):
+            raise BeaconError(403, f"origin {origin} is not allowed for account {account}")
 
     async def _envelope(self, payload: Any, sender: Sender) -> Envelope:
         try:
@@ -162,9 +174,9 @@ class Tracker:
         return response
 
     def _origin_allowed(self, origin: str, account: str | None) -> bool:
-        """Accounts not configured in VIDPULSE_ALLOWED_ORIGINS allow any origin (the protocol's default)."""
-        allowed = self._settings.allowed_origins.get(account or "")
-        return allowed is None or origin in allowed or "*" in allowed
+        """An account that has set no origins allows any (the protocol's default); an unknown account none."""
+        allowed = self._accounts.get(account or "")
+        return allowed is not None and (not allowed or origin in allowed)
 
 
 _PREFLIGHT_HEADERS = {"Access-Control-Allow-Methods": "POST, OPTIONS",

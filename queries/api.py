@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from prometheus_client import CollectorRegistry, Histogram
 from starlette.responses import Response
 
+from aggregations.accounts import ApiKey
 from aggregations.clickhouse import ClickHouse, ClickHouseError
 from ingest.http import OrjsonResponse
 from queries import answers
+from queries.auth import AuthError, Caller, CallerOf, Guard, check_scope, cors, preflight
 from queries.catalog import GROUPABLE, METRICS
 from queries.params import QueryError, parse_buckets, parse_page, parse_question
 
@@ -30,46 +34,70 @@ class QueryMetrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
-def query_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
+@dataclass(frozen=True)
+class QueryContext:
+    """What every query route shares: the database, the latency histogram and the key check."""
+
+    db: ClickHouse
+    metrics: QueryMetrics
+    guard: Guard
+
+
+def query_router(context: QueryContext) -> APIRouter:
     router = APIRouter(tags=["analytics"], default_response_class=OrjsonResponse)
+    db = context.db
 
     @router.get("/v1/timeseries/accounts/{account_id}", summary="Metric values per time bucket")
-    async def timeseries(account_id: AccountId, dimensions: Dimensions = None,
+    async def timeseries(account_id: AccountId, caller: CallerOf, dimensions: Dimensions = None,
                          metrics_: Annotated[str | None, Query(alias="metrics")] = None, where: Where = None,
                          start: From = None, to: To = None, bucket_duration: str | None = None,
                          bucket_limit: str | None = None,
                          time_step: Annotated[str | None, Query(description="hour|day|week|month|year|all")] = None,
                          tz: Annotated[str | None, Query(description="IANA zone for time_step; default UTC")] = None,
                          ) -> Any:
-        async def run() -> Any:
+        async def run(key: ApiKey) -> Any:
             question = parse_question(account_id, dimensions, metrics_, where, start, to)
+            check_scope(key, question)
             buckets = parse_buckets(question, bucket_duration, bucket_limit, time_step, tz)
             return await answers.timeseries(db, question, buckets)
-        return await answer_with("timeseries", metrics, run)
+        return await answer_with(context, "timeseries", account_id, caller, run)
 
     @router.get("/v1/events/accounts/{account_id}", summary="Metric totals over the range")
-    async def events(account_id: AccountId, dimensions: Dimensions = None,
+    async def events(account_id: AccountId, caller: CallerOf, dimensions: Dimensions = None,
                      metrics_: Annotated[str | None, Query(alias="metrics")] = None, where: Where = None,
                      start: From = None, to: To = None,
                      sort: Annotated[str | None, Query(description="a requested metric, '-' for descending")] = None,
                      limit: Annotated[str | None, Query(description="1..10000, default 100")] = None,
                      offset: Annotated[str | None, Query(description="default 0")] = None) -> Any:
-        async def run() -> Any:
+        async def run(key: ApiKey) -> Any:
             question = parse_question(account_id, dimensions, metrics_, where, start, to)
+            check_scope(key, question)
             page = parse_page(sort, limit, offset, question.metrics)
             return await answers.totals(db, question, *page)
-        return await answer_with("events", metrics, run)
+        return await answer_with(context, "events", account_id, caller, run)
+
+    @router.options("/v1/timeseries/accounts/{account_id}", include_in_schema=False)
+    @router.options("/v1/events/accounts/{account_id}", include_in_schema=False)
+    async def cors_preflight(caller: CallerOf) -> Response:
+        return preflight(caller.origin)
 
     return router
 
 
-async def answer_with(endpoint: str, metrics: QueryMetrics, run: Any) -> Response:
-    """The one mapping from failures to responses: a bad question is a 400, a database outage a 503.
-    ``run`` returns the answer as data (sent as JSON) or as a ready Response (a file)."""
+async def answer_with(context: QueryContext, endpoint: str, account: str, caller: Caller,
+                      run: Callable[[ApiKey], Awaitable[Any]]) -> Response:
+    """The one mapping from failures to responses: no key a 401, a key without access a 403, a bad
+    question a 400, a database outage a 503. The key is checked before anything else runs. ``run``
+    returns the answer as data (sent as JSON) or as a ready Response (a file)."""
     started = time.perf_counter()
+    key = None
     try:
-        answer = await run()
+        key = context.guard.admit(caller, account, endpoint)
+        answer = await run(key)
         response = answer if isinstance(answer, Response) else OrjsonResponse(answer)
+    except AuthError as exc:
+        key = None
+        response = OrjsonResponse({"error": exc.error}, status_code=exc.status, headers=exc.headers)
     except QueryError as exc:
         content: dict[str, Any] = {"error": exc.error}
         if exc.valid is not None:
@@ -77,8 +105,8 @@ async def answer_with(endpoint: str, metrics: QueryMetrics, run: Any) -> Respons
         response = OrjsonResponse(content, status_code=400)
     except ClickHouseError as exc:
         response = _database_error(exc)
-    metrics.latency.labels(endpoint, str(response.status_code)).observe(time.perf_counter() - started)
-    return response
+    context.metrics.latency.labels(endpoint, str(response.status_code)).observe(time.perf_counter() - started)
+    return cors(response, caller.origin, key)
 
 
 def _database_error(exc: ClickHouseError) -> OrjsonResponse:

@@ -56,9 +56,11 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
+from aggregations.accounts import ApiKey
 from aggregations.clickhouse import ClickHouse
 from queries import answers
-from queries.api import AccountId, From, QueryMetrics, To, answer_with
+from queries.api import AccountId, From, QueryContext, To, answer_with
+from queries.auth import CallerOf
 from queries.params import QueryError, parse_buckets, parse_question
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -98,8 +100,9 @@ class Report:
         return f"{'-'.join(parts)}.{extension}"
 
 
-def export_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
+def export_router(context: QueryContext) -> APIRouter:
     router = APIRouter(tags=["analytics"])
+    db = context.db
 
     @router.get("/v1/events/accounts/{account_id}/videos/{video_id:path}/export",
                 summary="One video's report over the range: XLSX with four sheets, or CSV",
@@ -108,15 +111,15 @@ def export_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
                                  "description": "Summary, Concurrent users, Views by Device Type, Views by Geography"},
                            400: {"description": "a bad parameter: {error, valid}"},
                            503: {"description": "the analytics database did not answer"}})
-    async def export(account_id: AccountId, video_id: VideoId, start: From = None, to: To = None,
+    async def export(account_id: AccountId, caller: CallerOf, video_id: VideoId, start: From = None, to: To = None,
                      requested: Format = None) -> Response:
-        async def run() -> Response:
+        async def run(_: ApiKey) -> Response:
             kind = _format(requested)
             report = await build_report(db, account_id, video_id, start, to)
             body = await run_in_threadpool(_xlsx if kind == "xlsx" else _csv, report.sheets)
             disposition = f'attachment; filename="{report.filename(kind)}"'
             return Response(body, media_type=FORMATS[kind], headers={"Content-Disposition": disposition})
-        return await answer_with("export", metrics, run)
+        return await answer_with(context, "export", account_id, caller, run)
 
     return router
 

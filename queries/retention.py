@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from aggregations.clickhouse import ClickHouse
-from queries.api import AccountId, From, QueryMetrics, To, answer_with
+from aggregations.accounts import ApiKey
+from queries.api import AccountId, From, QueryContext, To, answer_with
+from queries.auth import CallerOf
 from queries.params import QueryError, Question, parse_question
 
 POINTS = 101
@@ -40,19 +41,20 @@ ORDER BY percentile
 """
 
 
-def retention_router(db: ClickHouse, metrics: QueryMetrics) -> APIRouter:
+def retention_router(context: QueryContext) -> APIRouter:
     router = APIRouter(tags=["analytics"])
+    db = context.db
 
     @router.get("/v1/retention/accounts/{account_id}/videos/{video_id}", summary="Audience retention, 101 points")
-    async def retention(account_id: AccountId, video_id: Annotated[str, Path(max_length=128)], start: From = None,
-                        to: To = None,
+    async def retention(account_id: AccountId, caller: CallerOf, video_id: Annotated[str, Path(max_length=128)],
+                        start: From = None, to: To = None,
                         viewer: Annotated[str, Query(description="all, anonymous, registered, or a user id")] = "all",
                         ) -> Any:
-        async def run() -> Any:
+        async def run(_: ApiKey) -> Any:
             question = parse_question(account_id, "video", "video_view", None, start, to)
             rows = await db.aquery(*_statement(question, video_id, viewer))
             return _report(question, video_id, viewer, rows)
-        return await answer_with("retention", metrics, run)
+        return await answer_with(context, "retention", account_id, caller, run)
 
     return router
 

@@ -11,6 +11,20 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
+
+from tests.keys import AccountKeys
+
+# Every account the end-to-end tests post beacons for: chdb allows one process per folder, so they are
+# made before the process starts. Tests that need an account of their own draw one with pool_account().
+POOL = tuple(f"pool-{n:02d}" for n in range(40))
+TEST_ACCOUNTS = ("1234", "qoe", "tracker", "outage", "scripted", "shutdown", "bench", *POOL)
+_drawn = iter(POOL)
+
+
+def pool_account() -> str:
+    """An account no other test of this pytest run posts to."""
+    return next(_drawn)
 
 
 def free_port() -> int:
@@ -35,8 +49,22 @@ class VidpulseProcess:
                     "VIDPULSE_RATE_LIMIT_IP": "100000/second",
                     **{f"VIDPULSE_{name.upper()}": value for name, value in settings.items()}}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.auth = AccountKeys({})
+
+    def provision(self, accounts: tuple[str, ...] = TEST_ACCOUNTS) -> dict[str, str]:
+        """Creates the accounts (if missing) with a fresh secret key each, in this process's database."""
+        done = subprocess.run([sys.executable, "-m", "tests.provision", self.env["VIDPULSE_CLICKHOUSE_URL"], *accounts],
+                              env=self.env, capture_output=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"provisioning accounts failed:\n{done.stderr.decode(errors='replace')[-3000:]}")
+        keys = orjson.loads(done.stdout.splitlines()[-1])
+        self.auth.keys.update(keys)
+        return keys
 
     def start(self, timeout_s: float = 120) -> VidpulseProcess:
+        """Starts the process; the first start provisions the test accounts."""
+        if not self.auth.keys:
+            self.provision()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "vidpulse.cli", self.command], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)

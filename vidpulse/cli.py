@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from aggregations.schema import migrate
 from ingest.settings import Settings
-from vidpulse import logs
+from vidpulse import admin, logs
 from vidpulse.broker import BrokerError, local_broker
 from vidpulse.process import Process
 
@@ -41,6 +41,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         applied = migrate(settings.clickhouse_url, settings.clickhouse_database)
         print(f"applied migrations: {applied or 'none (up to date)'}")
         return 0
+    if args.command in ("accounts", "keys"):
+        return admin.run(args, settings)
     if args.command == "simulate":
         from ingest.simulator import run_simulation
 
@@ -51,11 +53,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command != "up":
             raise BrokerError("VIDPULSE_KAFKA_BOOTSTRAP is required for a lone tracker or worker")
         bootstrap = local_broker()
-    return asyncio.run(_serve(settings, roles, bootstrap))
+    return asyncio.run(_serve(settings, roles, bootstrap, dev_account=args.command == "up"))
 
 
-async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str) -> int:
-    app = Process(settings, roles, bootstrap).http_app()
+async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str, dev_account: bool) -> int:
+    app = Process(settings, roles, bootstrap, dev_account).http_app()
     # outermost, so even the 500 that Starlette writes for an unhandled error carries X-Request-ID;
     # log_config=None keeps our JSON handlers, and our middleware writes the access log (no client address)
     config = uvicorn.Config(logs.RequestIdMiddleware(app), host=settings.http_host, port=settings.http_port,
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="the Faust worker (with /metrics)")
     commands.add_parser("api", help="the query API only")
     commands.add_parser("migrate", help="apply ClickHouse schema migrations")
+    admin.add_commands(commands)
     simulate = commands.add_parser("simulate", help="drive realistic player traffic and write the ground truth")
     simulate.add_argument("--url", default="http://127.0.0.1:8080",
                           help="the tracker's base URL; run it with VIDPULSE_TRUSTED_PROXIES=127.0.0.1 so it believes "

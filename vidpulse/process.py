@@ -1,15 +1,17 @@
 """One process's parts, built from one settings object, started and stopped in order, behind one HTTP app.
 
 Every HTTP process serves /healthz (alive), /readyz (its parts can do their job:
-database and broker answer, or, for a tracker, it can accept into Kafka or its
-spool) and /metrics (Prometheus), beside whatever parts it runs.
+database and broker answer and the API's keys are loaded, or, for a tracker, it
+knows its accounts and can accept into Kafka or its spool) and /metrics
+(Prometheus), beside whatever parts it runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,10 +19,12 @@ from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from aggregations.clickhouse import connect
+from aggregations.accounts import ApiKey, active_keys, active_origins
+from aggregations.clickhouse import ClickHouse, connect
 from aggregations.metrics import WorkerMetrics
 from aggregations.schema import migrate
 from aggregations.worker import Worker
+from ingest.directory import Directory
 from ingest.http import OrjsonResponse
 from ingest.metrics import TrackerMetrics
 from ingest.producer import EventProducer
@@ -28,31 +32,42 @@ from ingest.settings import Settings
 from ingest.spool import Spool
 from ingest.topics import broker_reachable, ensure_topics
 from ingest.tracker import Tracker
-from queries.api import QueryMetrics, query_router
+from queries.api import QueryContext, QueryMetrics, query_router
+from queries.auth import Guard
 from queries.export import export_router
 from queries.retention import retention_router
+from vidpulse.devaccount import provision_dev_account
 
 Check = Callable[[], Awaitable[bool]]
 
 
 class Process:
-    """The parts named in ``roles`` (of "tracker", "worker", "api"); build inside a running event loop."""
+    """The parts named in ``roles`` (of "tracker", "worker", "api"); build inside a running event loop.
+    ``dev_account``: on a database without accounts, create the development account and print its keys."""
 
-    def __init__(self, settings: Settings, roles: frozenset[str], bootstrap: str) -> None:
+    def __init__(self, settings: Settings, roles: frozenset[str], bootstrap: str, dev_account: bool = False) -> None:
         self.settings, self.roles, self.bootstrap = settings, roles, bootstrap
         self.registry = CollectorRegistry()
         self.checks: dict[str, Check] = {}
-        self.db = self.worker_db = self.producer = self.worker = None
+        self.db: ClickHouse | None = None
+        self.worker_db = self.producer = self.worker = None
+        self.directories: list[Directory] = []
         if roles & {"worker", "api"}:
             migrate(settings.clickhouse_url, settings.clickhouse_database)
             self.db = connect(settings.clickhouse_url, settings.clickhouse_database, settings.query_limits)
             self.checks["clickhouse"] = self.db.ping
+            if dev_account and settings.dev_account:
+                provision_dev_account(self.db, settings.dev_account, settings.http_port)
         if "tracker" in roles:
+            self.accounts: Directory[tuple[str, ...]] = Directory(
+                "accounts", self._loader(active_origins), settings.accounts_refresh_s, settings.accounts_snapshot, tuple)
+            self.directories.append(self.accounts)
             self.tracker_metrics = TrackerMetrics(self.registry)
             self.producer = EventProducer(bootstrap, (settings.events_topic, settings.dead_letter_topic),
                                           settings.topic_partitions, Spool(settings.spool_folder, settings.spool_max_bytes),
                                           settings.spool_after_s, self.tracker_metrics)
-            self.checks["accepting"] = _now(self.producer.accepting)
+            self.checks["accepting"] = _now(lambda: self.producer is not None and self.producer.accepting()
+                                            and self.accounts.loaded)
             self.checks["kafka"] = _now(lambda: self.producer is not None and self.producer.connected)
         elif "worker" in roles:
             self.checks["kafka"] = functools.partial(broker_reachable, bootstrap)
@@ -60,8 +75,23 @@ class Process:
             # its own client: queries never wait behind the worker's inserts (chdb shares the engine)
             self.worker_db = connect(settings.clickhouse_url, settings.clickhouse_database)
             self.worker = Worker(settings, bootstrap, self.worker_db, WorkerMetrics(self.registry))
+        if "api" in roles:
+            self.keys: Directory[ApiKey] = Directory("API keys", self._loader(active_keys), settings.accounts_refresh_s)
+            self.directories.append(self.keys)
+            self.checks["keys"] = _now(lambda: self.keys.loaded)
+
+    def _loader(self, read: Callable[[ClickHouse], Mapping[str, object]]) -> Callable[[], Awaitable[Mapping]]:
+        """Reads through this process's client; a lone tracker opens one on first use (and again after a
+        failed start), so it starts and accepts while the database is down."""
+        async def load() -> Mapping:
+            if self.db is None:
+                self.db = await asyncio.to_thread(connect, self.settings.clickhouse_url, self.settings.clickhouse_database)
+            return await asyncio.to_thread(read, self.db)
+        return load
 
     async def start(self) -> None:
+        for directory in self.directories:
+            await directory.start()
         if "worker" in self.roles:
             await ensure_topics(self.bootstrap, [self.settings.events_topic, self.settings.dead_letter_topic],
                                 self.settings.topic_partitions)
@@ -76,6 +106,8 @@ class Process:
             await self.worker.stop()
         if self.producer:
             await self.producer.stop()
+        for directory in self.directories:
+            await directory.stop()
         for db in (self.worker_db, self.db):
             if db:
                 db.close()
@@ -96,12 +128,11 @@ class Process:
         app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         if self.producer:
-            app.router.routes.extend(Tracker(self.settings, self.producer, self.tracker_metrics).routes())
+            app.router.routes.extend(Tracker(self.settings, self.producer, self.tracker_metrics, self.accounts).routes())
         if "api" in self.roles and self.db is not None:
-            query_metrics = QueryMetrics(self.registry)
-            app.include_router(query_router(self.db, query_metrics))
-            app.include_router(retention_router(self.db, query_metrics))
-            app.include_router(export_router(self.db, query_metrics))
+            context = QueryContext(self.db, QueryMetrics(self.registry), Guard(self.keys, self.settings.rate_limit_key))
+            for router in (query_router, retention_router, export_router):
+                app.include_router(router(context))
         return app
 
     async def _readyz(self) -> Response:

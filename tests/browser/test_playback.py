@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 import httpx
 import pytest
 
 from tests.browser.support import events_of, has_stop, published
+from tests.vidpulse_process import pool_account
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.browser]
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -26,7 +26,7 @@ def totals(pipeline, account: str) -> dict:
 
 
 def test_a_real_playback_is_counted_as_played(pipeline, player):
-    account = f"browser-{uuid.uuid4().hex[:8]}"
+    account = pool_account()
     started = time.time()
     player.open().attach("clip40.webm", account=account, video="clip-40", user="viewer-42")
     player.play_until(4)

@@ -6,17 +6,17 @@ nothing ever throws into the page (the ``player`` fixture fails a test on any pa
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from tests.browser.support import events_of, has_stop, published
+from tests.vidpulse_process import pool_account
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.browser]
 
 
 def new_account() -> str:
-    return f"sdk-{uuid.uuid4().hex[:10]}"
+    return pool_account()
 
 
 def kinds(events: list[dict]) -> list[str]:

@@ -26,7 +26,8 @@ def post(client: httpx.Client, body: dict[str, Any], ip: str = "8.8.8.8", user_a
 
 
 def get(process: Any, endpoint: str, account: str, **params: str) -> dict[str, Any]:
-    response = httpx.get(f"{process.url}/v1/{endpoint}/accounts/{account}", params=params, timeout=30)
+    response = httpx.get(f"{process.url}/v1/{endpoint}/accounts/{account}", params=params, timeout=30,
+                         auth=process.auth)
     assert response.status_code == 200, response.text
     return response.json()
 

@@ -3,9 +3,7 @@
 import asyncio
 import time
 
-import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from aggregations.metrics import WorkerMetrics
@@ -14,8 +12,7 @@ from aggregations.schema import load_migrations
 from aggregations.sink import EventSink, SinkConfig
 from aggregations.writer import ClickHouseWriter
 from ingest.models import EnrichedBatch, EnrichedEvent
-from queries.api import QueryMetrics, query_router
-from queries.retention import retention_router
+from tests.integration.inprocess import api_client
 
 pytestmark = pytest.mark.clickhouse
 M = 60_000
@@ -53,11 +50,7 @@ def load(db, batches: list[EnrichedBatch], cap: int = 10_000, first_offset: int 
 
 
 def api(db):
-    app = FastAPI()
-    metrics = QueryMetrics(CollectorRegistry())
-    app.include_router(query_router(db, metrics))
-    app.include_router(retention_router(db, metrics))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return api_client(db)
 
 
 def get(db, path: str, **params):
@@ -217,8 +210,11 @@ def test_a_query_over_the_cost_limits_is_a_422_not_a_500(clickhouse, _chdb_url):
     load(clickhouse, SCENARIO)
     database = clickhouse.query("SELECT currentDatabase()")[0][0]
     limited = connect(_chdb_url, database, {"max_rows_to_read": 1})
+    async def call():
+        async with api_client(limited, store=clickhouse) as client:
+            return await client.get("/v1/events/accounts/1234", params={"dimensions": "video", "metrics": "video_view"})
     try:
-        response = get(limited, "/v1/events/accounts/1234", dimensions="video", metrics="video_view")
+        response = asyncio.run(call())
     finally:
         limited.close()
     assert response.status_code == 422

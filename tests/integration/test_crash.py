@@ -12,19 +12,19 @@ pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 M = 60_000
 
 
-def totals(url: str) -> dict:
+def totals(process: VidpulseProcess) -> dict:
     since = str(int(time.time() * 1000) - 3600_000)
-    response = httpx.get(f"{url}/v1/events/accounts/1234", timeout=30, params={
+    response = httpx.get(f"{process.url}/v1/events/accounts/1234", timeout=30, auth=process.auth, params={
         "dimensions": "account", "metrics": "video_view,video_seconds_viewed,ccu", "from": since})
     data = response.json()["data"]
     return data[0]["totals"] if data else {}
 
 
-def wait_for(url: str, expected: dict, timeout_s: float = 60) -> dict:
+def wait_for(process: VidpulseProcess, expected: dict, timeout_s: float = 60) -> dict:
     deadline = time.monotonic() + timeout_s
     seen = {}
     while time.monotonic() < deadline:
-        seen = totals(url)
+        seen = totals(process)
         if seen == expected:
             return seen
         time.sleep(0.5)
@@ -50,8 +50,8 @@ def test_killed_mid_stream_loses_nothing_and_counts_nothing_twice(kafka, tmp_pat
             process.kill()
             process.start()
         expected = {"video_view": views, "video_seconds_viewed": round(watched_ms / 1000, 3), "ccu": views}
-        assert wait_for(process.url, expected) == expected
+        assert wait_for(process, expected) == expected
         time.sleep(3)  # and it stays exact: nothing arrives late twice
-        assert totals(process.url) == expected
+        assert totals(process) == expected
     finally:
         process.stop()

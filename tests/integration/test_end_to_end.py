@@ -16,7 +16,7 @@ import pytest
 
 from ingest import truth
 from tests.integration.beacons import DESKTOP, envelope, eventually, get, post
-from tests.vidpulse_process import VidpulseProcess
+from tests.vidpulse_process import VidpulseProcess, pool_account
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 M = 60_000
@@ -168,7 +168,7 @@ def test_additive_timeseries_sum_per_bucket_with_gaps(pipeline, scripted):
 
 def test_simulate_against_up_equals_its_ground_truth(pipeline, tmp_path):
     truth_file = tmp_path / "truth.json"
-    account = f"sim{int(time.time())}"
+    account = pool_account()
     completed = subprocess.run([sys.executable, "-m", "vidpulse.cli", "simulate", "--url", pipeline.url,
                                 "--account", account, "--sessions", "120", "--videos", "4", "--seed", "7",
                                 "--truth", str(truth_file)], capture_output=True, text=True, timeout=300)

@@ -9,12 +9,10 @@ import io
 import httpx
 import openpyxl
 import pytest
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from aggregations.clickhouse import ClickHouseError
-from queries.api import QueryMetrics, query_router
-from queries.export import XLSX, export_router
+from queries.export import XLSX
+from tests.integration.inprocess import api_client
 from tests.integration.test_clickhouse import BASE, M, load, make_batch
 
 pytestmark = pytest.mark.clickhouse
@@ -51,13 +49,10 @@ SCENARIO = [
 WINDOW = {"from": str(BASE), "to": str(BASE + 20 * M)}
 
 
-def call(db, path: str, **params) -> httpx.Response:
-    app = FastAPI()
-    app.include_router(query_router(db, QueryMetrics(CollectorRegistry())))
-    app.include_router(export_router(db, QueryMetrics(CollectorRegistry())))
-
+def call(db, path: str, store=None, **params) -> httpx.Response:
+    """``store``: where the keys are, when ``db`` is a stand-in."""
     async def run():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        async with api_client(db, store=store) as client:
             return await client.get(path, params=params)
     return asyncio.run(run())
 
@@ -239,12 +234,12 @@ def test_bad_parameters_are_400s(clickhouse, path, params, fragment, valid):
     assert response.json().get("valid") == valid
 
 
-def test_a_database_outage_is_a_503():
+def test_a_database_outage_is_a_503(clickhouse):
     class Down:
         async def aquery(self, *_args, **_kwargs):
             raise ClickHouseError("connection refused")
 
-    response = call(Down(), EXPORT)
+    response = call(Down(), EXPORT, store=clickhouse)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert "did not answer" in response.json()["error"]

@@ -47,8 +47,8 @@ print(json.dumps({"raw_events": raw, "video_view": views, "watched_ms": watched,
 """
 
 
-def totals(url: str) -> dict:
-    response = httpx.get(f"{url}/v1/events/accounts/{ACCOUNT}", timeout=30, params={
+def totals(process: VidpulseProcess) -> dict:
+    response = httpx.get(f"{process.url}/v1/events/accounts/{ACCOUNT}", timeout=30, auth=process.auth, params={
         "dimensions": "account", "metrics": "video_view,video_seconds_viewed,ccu",
         "from": str(int(time.time() * 1000) - 3600_000)})
     assert response.status_code == 200, response.text
@@ -56,12 +56,12 @@ def totals(url: str) -> dict:
     return data[0]["totals"] if data else {}
 
 
-def wait_for(url: str, expected: dict, timeout_s: float = 60) -> dict:
+def wait_for(process: VidpulseProcess, expected: dict, timeout_s: float = 60) -> dict:
     deadline = time.monotonic() + timeout_s
-    seen = totals(url)
+    seen = totals(process)
     while seen != expected and time.monotonic() < deadline:
         time.sleep(0.5)
-        seen = totals(url)
+        seen = totals(process)
     return seen
 
 
@@ -107,7 +107,7 @@ def test_sigterm_writes_every_pending_batch_before_exit_and_a_restart_counts_eac
                     {"id": "2", "type": "heartbeat", "ts": ts + 5000, "watched_ms": 1000 + n}], account=ACCOUNT))
                 watched_ms += 1000 + n
         time.sleep(1)  # the worker takes them in within milliseconds of Kafka's ack; its batches stay pending 60 s
-        assert totals(first.url) in ({}, NOTHING), "a batch was written before the SIGTERM: this test could not tell a flush"
+        assert totals(first) in ({}, NOTHING), "a batch was written before the SIGTERM: this test could not tell a flush"
         sigterm_ms = int(time.time() * 1000)
         first.stop()  # SIGTERM, then waits up to 60 s (and SIGKILLs after that)
     finally:
@@ -134,9 +134,9 @@ def test_sigterm_writes_every_pending_batch_before_exit_and_a_restart_counts_eac
     second = VidpulseProcess(kafka, tmp_path, run_id, flush_interval_s="0.2", session_close_grace_s="2")
     second.start()
     try:
-        assert wait_for(second.url, expected) == expected
+        assert wait_for(second, expected) == expected
         time.sleep(3)  # and it stays exact: nothing is written twice by a replay
-        assert totals(second.url) == expected
+        assert totals(second) == expected
     finally:
         second.stop()
         second.kill()

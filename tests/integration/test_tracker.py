@@ -134,7 +134,7 @@ def test_health_readiness_openapi_and_docs(pipeline):
     assert httpx.get(f"{pipeline.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{pipeline.url}/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"clickhouse": True, "accepting": True, "kafka": True}
+    assert ready.json()["checks"] == {"clickhouse": True, "accepting": True, "kafka": True, "keys": True}
     assert ready.json()["spool"] == {"depth": 0, "bytes": 0}
     paths = httpx.get(f"{pipeline.url}/openapi.json").json()["paths"]
     assert {"/v1/timeseries/accounts/{account_id}", "/v1/events/accounts/{account_id}"} <= set(paths)
@@ -143,7 +143,7 @@ def test_health_readiness_openapi_and_docs(pipeline):
 
 
 def test_metrics_are_exposed(pipeline):
-    with httpx.Client(base_url=pipeline.url, timeout=30) as client:
+    with httpx.Client(base_url=pipeline.url, timeout=30, auth=pipeline.auth) as client:
         post(client, envelope("metrics00001", "metrics-video", account="tracker",
                               events=[{"id": "1", "type": "view", "ts": NOW()}]))
         client.get("/v1/events/accounts/tracker", params={"dimensions": "video", "metrics": "video_view"})

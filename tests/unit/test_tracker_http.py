@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from ingest.directory import Directory
 from ingest.metrics import TrackerMetrics
 from ingest.producer import PublishError
 from ingest.settings import Settings
@@ -41,19 +42,22 @@ class RecordingProducer:
         self.letters.append(letter)
 
 
-def client_for(producer: RecordingProducer, **overrides: Any) -> httpx.AsyncClient:
+def client_for(producer: RecordingProducer, accounts: dict[str, tuple[str, ...]] | None = None,
+               **overrides: Any) -> httpx.AsyncClient:
+    """A tracker that knows ``accounts`` (default: 1234, any origin)."""
     settings = Settings(trusted_proxies="10.0.0.0/8", rate_limit_ip="100000/second", fingerprint_salt="test-salt",
                         **overrides)
-    tracker = Tracker(settings, producer, TrackerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    book = Directory.fixed("accounts", {"1234": ()} if accounts is None else accounts)
+    tracker = Tracker(settings, producer, TrackerMetrics(CollectorRegistry()), book)  # type: ignore[arg-type]
     app = Starlette(routes=tracker.routes())
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("203.0.113.9", 5000)),
                              base_url="http://tracker")
 
 
 def post(producer: RecordingProducer, content: bytes, headers: dict[str, str] | None = None,
-         **overrides: Any) -> httpx.Response:
+         accounts: dict[str, tuple[str, ...]] | None = None, **overrides: Any) -> httpx.Response:
     async def call() -> httpx.Response:
-        async with client_for(producer, **overrides) as client:
+        async with client_for(producer, accounts, **overrides) as client:
             return await client.post("/v1/track", content=content, headers={
                 "Content-Type": "application/json", "User-Agent": UA, **(headers or {})})
     return asyncio.run(call())
@@ -98,17 +102,47 @@ def test_a_full_spool_is_a_503_with_retry_after():
 
 
 def test_cors_follows_the_accounts_allowed_origins():
-    origins = {"1234": ["https://good.example"]}
-    allowed = post(RecordingProducer(), orjson.dumps(envelope([valid_event()])), {"Origin": "https://good.example"},
-                   allowed_origins=origins)
-    refused = post(RecordingProducer(), orjson.dumps(envelope([valid_event()])), {"Origin": "https://evil.example"},
-                   allowed_origins=origins)
-    other = post(RecordingProducer(), orjson.dumps(envelope([valid_event()], account="5678")),
-                 {"Origin": "https://evil.example"}, allowed_origins=origins)
+    origins = {"1234": ("https://good.example",), "5678": ()}
+    producer = RecordingProducer()
+    allowed = post(producer, orjson.dumps(envelope([valid_event()])), {"Origin": "https://good.example"},
+                   accounts=origins)
+    refused = post(producer, orjson.dumps(envelope([valid_event("2")])), {"Origin": "https://evil.example"},
+                   accounts=origins)
+    other = post(producer, orjson.dumps(envelope([valid_event("3")], account="5678")),
+                 {"Origin": "https://evil.example"}, accounts=origins)
     assert allowed.headers["access-control-allow-origin"] == "https://good.example"
     assert refused.status_code == 403 and "not allowed" in refused.json()["error"]
     assert "access-control-allow-origin" not in refused.headers
     assert other.headers["access-control-allow-origin"] == "https://evil.example"
+    assert [e.id for batch in producer.batches for e in batch.events] == ["ok-1", "3"]
+
+
+def test_beacons_for_an_account_that_does_not_exist_are_refused_and_not_published():
+    producer = RecordingProducer()
+    response = post(producer, orjson.dumps(envelope([valid_event()], account="nobody")))
+    assert response.status_code == 403 and "does not exist" in response.json()["error"]
+    assert producer.batches == [] and producer.letters == []
+
+
+def test_a_tracker_that_has_not_loaded_its_accounts_asks_to_retry():
+    producer = RecordingProducer()
+    settings = Settings(fingerprint_salt="test-salt")
+    unloaded = Tracker(settings, producer, TrackerMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                       Directory("accounts", _store_down))
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=Starlette(routes=unloaded.routes()), client=("203.0.113.9", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://tracker") as client:
+            return await client.post("/v1/track", content=orjson.dumps(envelope([valid_event()])),
+                                     headers={"Content-Type": "text/plain", "User-Agent": UA})
+
+    response = asyncio.run(call())
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert producer.batches == []
+
+
+async def _store_down() -> dict:
+    raise ConnectionError("database down")
 
 
 HANDWRITTEN = [

@@ -1,0 +1,186 @@
+"""Accounts and read keys, kept in ClickHouse: the one store the CLI, the trackers and the API share.
+
+A change is a newer version of a row (ReplacingMergeTree), read back with FINAL,
+so every write is an insert and writing the same change twice is harmless. A key
+is shown once, when it is made; only the SHA-256 of the whole key is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from aggregations.clickhouse import ClickHouse
+
+KeyKind = Literal["secret", "public"]
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+_ACCOUNT_COLUMNS = ["account", "name", "origins", "active", "created_at", "version"]
+_KEY_COLUMNS = ["key_id", "account", "kind", "key_hash", "name", "videos", "metrics", "origins", "rate_limit",
+                "created_at", "revoked_at", "version"]
+
+
+class AccountError(Exception):
+    """A management request that cannot be carried out, with the reason to show the operator."""
+
+
+@dataclass(frozen=True)
+class Account:
+    account: str
+    name: str
+    origins: tuple[str, ...]  # empty: any origin may send beacons (the protocol's default)
+    active: bool
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    account: str
+    kind: KeyKind
+    key_hash: str
+    name: str
+    videos: tuple[str, ...]   # public keys: the only videos they may ask about
+    metrics: tuple[str, ...]  # public keys: the only metrics they may ask for
+    origins: tuple[str, ...]  # public keys: the only pages that may use them
+    rate_limit: str           # empty: the deployment's default per-key rate
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    @property
+    def public(self) -> bool:
+        return self.kind == "public"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key(kind: KeyKind) -> tuple[str, str]:
+    """(key id, key): the id is part of the key, so a leaked key names what to revoke."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"vp_{kind[0]}k_{key_id}_{secrets.token_urlsafe(24)}"
+
+
+def create_account(db: ClickHouse, account: str, name: str = "", origins: tuple[str, ...] = ()) -> Account:
+    if not ACCOUNT_ID.match(account):
+        raise AccountError(f"account id {account!r} must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
+    if find_account(db, account) is not None:
+        raise AccountError(f"account {account} exists already")
+    created = Account(account, name, _origins(origins), True, _now())
+    _write_account(db, created)
+    return created
+
+
+def update_account(db: ClickHouse, account: str, name: str | None = None,
+                   origins: tuple[str, ...] | None = None, active: bool | None = None) -> Account:
+    current = _existing(db, account)
+    changed = replace(current, name=current.name if name is None else name,
+                      origins=current.origins if origins is None else _origins(origins),
+                      active=current.active if active is None else active)
+    _write_account(db, changed)
+    return changed
+
+
+def find_account(db: ClickHouse, account: str) -> Account | None:
+    rows = db.query(f"SELECT {', '.join(_ACCOUNT_COLUMNS[:-1])} FROM accounts FINAL WHERE account = {{a:String}}",
+                    {"a": account})
+    return _account(rows[0]) if rows else None
+
+
+def list_accounts(db: ClickHouse) -> list[Account]:
+    rows = db.query(f"SELECT {', '.join(_ACCOUNT_COLUMNS[:-1])} FROM accounts FINAL ORDER BY account")
+    return [_account(row) for row in rows]
+
+
+def create_key(db: ClickHouse, account: str, kind: KeyKind, name: str = "", videos: tuple[str, ...] = (),
+               metrics: tuple[str, ...] = (), origins: tuple[str, ...] = (), rate_limit: str = "") -> tuple[ApiKey, str]:
+    """The stored key and the key itself, which is never shown again."""
+    if not _existing(db, account).active:
+        raise AccountError(f"account {account} is deleted: it gets no new keys")
+    if kind == "public" and not (videos and metrics and origins):
+        raise AccountError("a public key must name its videos, its metrics and the origins that may use it")
+    if kind == "secret" and (videos or metrics or origins):
+        raise AccountError("a secret key reads all of its account: videos, metrics and origins are for public keys")
+    key_id, key = new_key(kind)
+    stored = ApiKey(key_id, account, kind, hash_key(key), name, tuple(videos), tuple(metrics), _origins(origins),
+                    rate_limit, _now(), None)
+    _write_key(db, stored)
+    return stored, key
+
+
+def list_keys(db: ClickHouse, account: str | None = None) -> list[ApiKey]:
+    where = "WHERE account = {a:String}" if account else ""
+    rows = db.query(f"SELECT {', '.join(_KEY_COLUMNS[:-1])} FROM api_keys FINAL {where} ORDER BY account, created_at",
+                    {"a": account or ""})
+    return [_key(row) for row in rows]
+
+
+def revoke_key(db: ClickHouse, key_id: str) -> ApiKey:
+    rows = db.query(f"SELECT {', '.join(_KEY_COLUMNS[:-1])} FROM api_keys FINAL WHERE key_id = {{k:String}}",
+                    {"k": key_id})
+    if not rows:
+        raise AccountError(f"no key with id {key_id!r}: `vidpulse keys list` shows the ids")
+    revoked = replace(_key(rows[0]), revoked_at=_now())
+    _write_key(db, revoked)
+    return revoked
+
+
+def active_origins(db: ClickHouse) -> dict[str, tuple[str, ...]]:
+    """What a tracker needs: every active account and the origins it allows (empty: any)."""
+    rows = db.query("SELECT account, origins FROM accounts FINAL WHERE active")
+    return {account: tuple(origins) for account, origins in rows}
+
+
+def active_keys(db: ClickHouse) -> dict[str, ApiKey]:
+    """What the API needs: the keys that open something, by hash (revoked keys and deleted accounts' keys: none)."""
+    rows = db.query(f"SELECT {', '.join('k.' + c for c in _KEY_COLUMNS[:-1])} FROM api_keys AS k FINAL "
+                    "INNER JOIN (SELECT account FROM accounts FINAL WHERE active) AS a ON k.account = a.account "
+                    "WHERE k.revoked_at IS NULL")
+    return {key.key_hash: key for key in map(_key, rows)}
+
+
+def _existing(db: ClickHouse, account: str) -> Account:
+    found = find_account(db, account)
+    if found is None:
+        raise AccountError(f"no account {account!r}: `vidpulse accounts list` shows them")
+    return found
+
+
+def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    for origin in origins:
+        if not ORIGIN.match(origin):
+            raise AccountError(f"origin {origin!r} must be scheme://host[:port], as browsers send it, "
+                               "e.g. https://www.example.com")
+    return tuple(dict.fromkeys(origins))
+
+
+def _write_account(db: ClickHouse, account: Account) -> None:
+    db.insert("accounts", [(account.account, account.name, list(account.origins), account.active,
+                            account.created_at, time.time_ns())], _ACCOUNT_COLUMNS)
+
+
+def _write_key(db: ClickHouse, key: ApiKey) -> None:
+    db.insert("api_keys", [(key.key_id, key.account, key.kind, key.key_hash, key.name, list(key.videos),
+                            list(key.metrics), list(key.origins), key.rate_limit, key.created_at, key.revoked_at,
+                            time.time_ns())], _KEY_COLUMNS)
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    account, name, origins, active, created_at = row
+    return Account(account, name, tuple(origins), bool(active), created_at)
+
+
+def _key(row: tuple[Any, ...]) -> ApiKey:
+    key_id, account, kind, key_hash, name, videos, metrics, origins, rate_limit, created_at, revoked_at = row
+    return ApiKey(key_id, account, kind, key_hash, name, tuple(videos), tuple(metrics), tuple(origins), rate_limit,
+                  created_at, revoked_at)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,97 @@
+"""A name → value mapping kept in memory and refreshed from a store in the background.
+
+The tracker's accounts (account → allowed origins) and the API's keys (hash → key)
+are both read on every request and change rarely: looking them up must never wait
+on the database, and a database outage must not forget them. Each successful load
+can also be written to a local snapshot, so a process restarted while the store is
+down still knows what it knew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+V = TypeVar("V")
+
+
+class Directory(Generic[V]):
+    def __init__(self, what: str, load: Callable[[], Awaitable[Mapping[str, V]]], refresh_s: float = 5.0,
+                 snapshot: Path | None = None, decode: Callable[[Any], V] | None = None) -> None:
+        """``snapshot`` (with ``decode`` turning a JSON value back into a V) keeps the last load on disk."""
+        self._what, self._load, self._refresh_s = what, load, refresh_s
+        self._snapshot, self._decode = snapshot, decode
+        self._entries: dict[str, V] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def fixed(cls, what: str, entries: Mapping[str, V]) -> Directory[V]:
+        """A directory that never changes (tests, tools)."""
+        directory: Directory[V] = cls(what, _no_store)
+        directory._entries = dict(entries)
+        return directory
+
+    @property
+    def loaded(self) -> bool:
+        return self._entries is not None
+
+    def get(self, name: str) -> V | None:
+        return (self._entries or {}).get(name)
+
+    async def start(self) -> None:
+        if not await self.refresh():
+            self._read_snapshot()
+        self._task = asyncio.create_task(self._refresh_forever(), name=f"refresh-{self._what}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def refresh(self) -> bool:
+        """True when the store answered; on failure what was known stays in force."""
+        try:
+            loaded = dict(await self._load())
+        except Exception as exc:  # noqa: BLE001 - any store failure: keep serving what we know
+            log.warning("cannot load %s (%s); keeping the %s known", self._what, exc,
+                        len(self._entries) if self._entries is not None else "none")
+            return False
+        if loaded != self._entries:
+            self._entries = loaded
+            self._write_snapshot()
+        return True
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            await self.refresh()
+
+    def _write_snapshot(self) -> None:
+        if self._snapshot is None:
+            return
+        self._snapshot.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._snapshot.with_suffix(".tmp")
+        partial.write_bytes(orjson.dumps(self._entries))
+        os.replace(partial, self._snapshot)
+
+    def _read_snapshot(self) -> None:
+        if self._snapshot is None or self._decode is None or not self._snapshot.exists():
+            return
+        decode = self._decode
+        self._entries = {name: decode(value) for name, value in orjson.loads(self._snapshot.read_bytes()).items()}
+        log.warning("%s loaded from the snapshot %s (%d) until the store answers", self._what, self._snapshot,
+                    len(self._entries))
+
+
+async def _no_store() -> Mapping[str, Any]:
+    raise RuntimeError("a fixed directory has no store")
