@@ -237,9 +237,9 @@ async def background_session(client: httpx.AsyncClient, number: int, stop: async
         print(f"note: background session {number} stopped: {exc}", file=sys.stderr)
 
 
-async def measure_pipeline(url: str, args: argparse.Namespace) -> dict[str, Any]:
+async def measure_pipeline(url: str, args: argparse.Namespace, auth: httpx.Auth) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=args.background + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits, auth=auth) as client:
         # Warm-up: readyz answers before the Faust consumer has its partitions; the first
         # beacon's delay includes that start-up, so it is reported apart.
         warm = await one_sample(client, "warmup", argparse.Namespace(**{**vars(args), "timeout_s": 120}), PollStats())
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starting vidpulse up on {process.url} ...", file=sys.stderr)
         process.start()
         print(f"measuring {args.samples} beacons ...", file=sys.stderr)
-        run = asyncio.run(measure_pipeline(process.url, args))
+        run = asyncio.run(measure_pipeline(process.url, args, process.auth))
         if process.proc is None or process.proc.poll() is not None:
             raise RuntimeError("vidpulse up exited during the run")
         run["log_warnings"] = log_warnings(process.log_path)

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry, Histogram
 from starlette.responses import Response
 
@@ -115,3 +116,11 @@ def _database_error(exc: ClickHouseError) -> OrjsonResponse:
                                         "filter with where, or group by fewer dimensions"}, status_code=422)
     return OrjsonResponse({"error": f"the analytics database did not answer: {exc}"}, status_code=503,
                           headers={"Retry-After": "5"})
+
+
+async def bad_request(_: Request, exc: Exception) -> Response:
+    """FastAPI's own validation errors (a malformed account id, say) are 400s with the reason, like ours."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"field": ".".join(map(str, e.get("loc", ()))), "error": e.get("msg", "")} for e in errors]
+    first = detail[0] if detail else {"field": "request", "error": str(exc)}
+    return OrjsonResponse({"error": f"{first['field']}: {first['error']}", "detail": detail}, status_code=400)

@@ -37,8 +37,9 @@ class VidpulseProcess:
     """One vidpulse process (default: ``up``, all parts) on its own chdb folder, topics and port."""
 
     def __init__(self, bootstrap: str, workdir: Path, run_id: str, command: str = "up", ready_path: str = "/readyz",
-                 **settings: str) -> None:
-        self.command, self.ready_path = command, ready_path
+                 accounts: tuple[str, ...] = TEST_ACCOUNTS, **settings: str) -> None:
+        """``accounts`` are provisioned before the first start (none: the process starts on what is there)."""
+        self.command, self.ready_path, self.accounts = command, ready_path, accounts
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"vidpulse-{command}.log"
@@ -63,8 +64,8 @@ class VidpulseProcess:
 
     def start(self, timeout_s: float = 120) -> VidpulseProcess:
         """Starts the process; the first start provisions the test accounts."""
-        if not self.auth.keys:
-            self.provision()
+        if self.accounts and not self.auth.keys:
+            self.provision(self.accounts)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "vidpulse.cli", self.command], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)

@@ -13,7 +13,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
@@ -32,7 +32,7 @@ from ingest.settings import Settings
 from ingest.spool import Spool
 from ingest.topics import broker_reachable, ensure_topics
 from ingest.tracker import Tracker
-from queries.api import QueryContext, QueryMetrics, query_router
+from queries.api import QueryContext, QueryMetrics, bad_request, query_router
 from queries.auth import Guard
 from queries.export import export_router
 from queries.retention import retention_router
@@ -123,7 +123,7 @@ class Process:
 
         app = FastAPIOffline(title="vidpulse", version="1", lifespan=lifespan, default_response_class=OrjsonResponse,
                              description="Player analytics: beacons in, Brightcove-style analytics out.")
-        app.add_exception_handler(RequestValidationError, _bad_request)
+        app.add_exception_handler(RequestValidationError, bad_request)
         app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
@@ -158,11 +158,3 @@ def _now(value: Callable[[], bool]) -> Check:
 
 async def _healthz() -> dict[str, str]:
     return {"status": "ok"}
-
-
-async def _bad_request(_: Request, exc: Exception) -> Response:
-    """FastAPI's own validation errors (a malformed account id, say) are 400s with the reason, like ours."""
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    detail = [{"field": ".".join(map(str, e.get("loc", ()))), "error": e.get("msg", "")} for e in errors]
-    first = detail[0] if detail else {"field": "request", "error": str(exc)}
-    return OrjsonResponse({"error": f"{first['field']}: {first['error']}", "detail": detail}, status_code=400)

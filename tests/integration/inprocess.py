@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import httpx
 from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 
 from aggregations.accounts import active_keys as stored_keys
 from aggregations.accounts import create_account, create_key, find_account
 from aggregations.clickhouse import ClickHouse
 from ingest.directory import Directory
-from queries.api import QueryContext, QueryMetrics, query_router
+from queries.api import QueryContext, QueryMetrics, bad_request, query_router
 from queries.auth import Guard
 from queries.export import export_router
 from queries.retention import retention_router
@@ -41,6 +42,7 @@ def api_app(db: ClickHouse, key_rate: str = "100000/second", routers: tuple[Rout
     keys = Directory.fixed("keys", stored_keys(store or db))
     context = QueryContext(db, QueryMetrics(CollectorRegistry()), Guard(keys, key_rate))
     app = FastAPI()
+    app.add_exception_handler(RequestValidationError, bad_request)
     for router in routers:
         app.include_router(router(context))
     return app
