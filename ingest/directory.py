@@ -13,11 +13,15 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ class Directory(Generic[V]):
         self._snapshot, self._decode = snapshot, decode
         self._entries: dict[str, V] | None = None
         self._task: asyncio.Task[None] | None = None
+        self.loaded_at: float | None = None  # time.monotonic() of the last load that the store answered
 
     @classmethod
     def fixed(cls, what: str, entries: Mapping[str, V]) -> Directory[V]:
@@ -41,8 +46,15 @@ class Directory(Generic[V]):
         return directory
 
     @property
+    def what(self) -> str:
+        return self._what
+
+    @property
     def loaded(self) -> bool:
         return self._entries is not None
+
+    def __len__(self) -> int:
+        return len(self._entries or {})
 
     def get(self, name: str) -> V | None:
         return (self._entries or {}).get(name)
@@ -66,6 +78,7 @@ class Directory(Generic[V]):
             log.warning("cannot load %s (%s); keeping the %s known", self._what, exc,
                         len(self._entries) if self._entries is not None else "none")
             return False
+        self.loaded_at = time.monotonic()
         if loaded != self._entries:
             self._entries = loaded
             self._write_snapshot()
@@ -91,6 +104,26 @@ class Directory(Generic[V]):
         self._entries = {name: decode(value) for name, value in orjson.loads(self._snapshot.read_bytes()).items()}
         log.warning("%s loaded from the snapshot %s (%d) until the store answers", self._what, self._snapshot,
                     len(self._entries))
+
+
+class DirectoryMetrics(Collector):
+    """Read at scrape time: how many entries each directory holds and how old its last load is (growing
+    while the store is down: the process then serves what it last knew)."""
+
+    def __init__(self, directories: Sequence[Directory[Any]], registry: CollectorRegistry) -> None:
+        self._directories = directories
+        registry.register(self)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        entries = GaugeMetricFamily("vidpulse_directory_entries", "Entries known, by directory.", labels=["directory"])
+        age = GaugeMetricFamily("vidpulse_directory_age_seconds", "Seconds since the store last answered a load.",
+                                labels=["directory"])
+        for directory in self._directories:
+            entries.add_metric([directory.what], len(directory))
+            if directory.loaded_at is not None:
+                age.add_metric([directory.what], time.monotonic() - directory.loaded_at)
+        yield entries
+        yield age
 
 
 async def _no_store() -> Mapping[str, Any]:

@@ -24,7 +24,7 @@ from aggregations.clickhouse import ClickHouse, connect
 from aggregations.metrics import WorkerMetrics
 from aggregations.schema import migrate
 from aggregations.worker import Worker
-from ingest.directory import Directory
+from ingest.directory import Directory, DirectoryMetrics
 from ingest.http import OrjsonResponse
 from ingest.metrics import TrackerMetrics
 from ingest.producer import EventProducer
@@ -76,9 +76,10 @@ class Process:
             self.worker_db = connect(settings.clickhouse_url, settings.clickhouse_database)
             self.worker = Worker(settings, bootstrap, self.worker_db, WorkerMetrics(self.registry))
         if "api" in roles:
-            self.keys: Directory[ApiKey] = Directory("API keys", self._loader(active_keys), settings.accounts_refresh_s)
+            self.keys: Directory[ApiKey] = Directory("keys", self._loader(active_keys), settings.accounts_refresh_s)
             self.directories.append(self.keys)
             self.checks["keys"] = _now(lambda: self.keys.loaded)
+        DirectoryMetrics(self.directories, self.registry)
 
     def _loader(self, read: Callable[[ClickHouse], Mapping[str, object]]) -> Callable[[], Awaitable[Mapping]]:
         """Reads through this process's client; a lone tracker opens one on first use (and again after a
