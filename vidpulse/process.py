@@ -79,7 +79,8 @@ class Process:
             self.keys: Directory[ApiKey] = Directory("keys", self._loader(active_keys), settings.accounts_refresh_s)
             self.directories.append(self.keys)
             self.checks["keys"] = _now(lambda: self.keys.loaded)
-        DirectoryMetrics(self.directories, self.registry)
+        if self.directories:
+            DirectoryMetrics(self.directories, self.registry)
 
     def _loader(self, read: Callable[[ClickHouse], Mapping[str, object]]) -> Callable[[], Awaitable[Mapping]]:
         """Reads through this process's client; a lone tracker opens one on first use (and again after a

@@ -1,0 +1,38 @@
+"""Each process alone (tracker, worker, API, as in a scale-out) exposes every metric the README lists for its part,
+in a scrape that prometheus-client's parser reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.vidpulse_process import VidpulseProcess
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+PARTS = {"tracker": ("vidpulse_tracker_", "vidpulse_directory_"), "worker": ("vidpulse_worker_",),
+         "api": ("vidpulse_api_", "vidpulse_directory_")}
+
+
+def listed_metrics() -> set[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    operations = readme[readme.index("## Operations"):readme.index("## Limits we chose")]
+    return set(re.findall(r"`(vidpulse_[a-z_]+)", operations))
+
+
+@pytest.mark.parametrize("part", sorted(PARTS))
+def test_each_process_alone_exposes_the_metrics_of_its_part(kafka, tmp_path, run_id, part):
+    expected = {name for name in listed_metrics() if name.startswith(PARTS[part])}
+    assert len(expected) >= 2
+    process = VidpulseProcess(kafka, tmp_path, run_id, command=part).start()
+    try:
+        families = {family.name for family in text_string_to_metric_families(httpx.get(f"{process.url}/metrics").text)}
+    finally:
+        process.stop()
+    missing = {name for name in expected if name not in families and name.removesuffix("_total") not in families}
+    assert not missing, f"{part}: listed in the README but not exposed: {sorted(missing)}"
+    others = {prefix for other, prefixes in PARTS.items() if other != part for prefix in prefixes} - set(PARTS[part])
+    assert not {name for name in families if name.startswith(tuple(others))}, "a part exposes another part's metrics"
