@@ -18,7 +18,7 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 def totals(pipeline, account: str) -> dict:
-    response = httpx.get(f"{pipeline.url}/v1/events/accounts/{account}", timeout=30, params={
+    response = httpx.get(f"{pipeline.url}/v1/events/accounts/{account}", timeout=30, auth=pipeline.auth, params={
         "dimensions": "video", "metrics": "video_impression,video_view,video_seconds_viewed"})
     assert response.status_code == 200, response.text
     data = response.json()["data"]

@@ -160,6 +160,6 @@ def test_calendar_hours_in_a_half_hour_zone_keep_max_in_bucket(pipeline, sent):
 def test_bad_time_steps(pipeline):
     for extra, fragment in (({"time_step": "fortnight"}, "time_step"), ({"time_step": "day", "tz": "Mars/Base"}, "tz"),
                             ({"time_step": "day", "bucket_limit": "2"}, "use one of"), ({"tz": "UTC"}, "tz")):
-        response = httpx.get(f"{pipeline.url}/v1/timeseries/accounts/{ACCOUNT}", timeout=30,
+        response = httpx.get(f"{pipeline.url}/v1/timeseries/accounts/{ACCOUNT}", timeout=30, auth=pipeline.auth,
                              params={"dimensions": "video", "metrics": "ccu", **extra})
         assert response.status_code == 400 and fragment in response.json()["error"], (extra, response.text)

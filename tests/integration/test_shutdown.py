@@ -164,7 +164,7 @@ def test_sessions_open_at_sigterm_still_count_in_the_minutes_after_their_last_ev
     second.start()
 
     def per_minute() -> list[int]:
-        response = httpx.get(f"{second.url}/v1/timeseries/accounts/{ACCOUNT}", timeout=30, params={
+        response = httpx.get(f"{second.url}/v1/timeseries/accounts/{ACCOUNT}", timeout=30, auth=second.auth, params={
             "dimensions": "account", "metrics": "ccu", "bucket_duration": "1m",
             "from": str(base), "to": str(base + 3 * 60_000 - 1)})
         assert response.status_code == 200, response.text
