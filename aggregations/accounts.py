@@ -15,11 +15,14 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from limits import parse as parse_rate
+
 from aggregations.clickhouse import ClickHouse
 
 KeyKind = Literal["secret", "public"]
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
 _ACCOUNT_COLUMNS = ["account", "name", "origins", "active", "created_at", "version"]
 _KEY_COLUMNS = ["key_id", "account", "kind", "key_hash", "name", "videos", "metrics", "origins", "rate_limit",
                 "created_at", "revoked_at", "version"]
@@ -58,6 +61,7 @@ class ApiKey:
 
 
 def hash_key(key: str) -> str:
+    """Unsalted SHA-256 is enough: keys carry 190 random bits, so there is nothing to guess or precompute."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -79,6 +83,7 @@ def create_account(db: ClickHouse, account: str, name: str = "", origins: tuple[
 
 def update_account(db: ClickHouse, account: str, name: str | None = None,
                    origins: tuple[str, ...] | None = None, active: bool | None = None) -> Account:
+    """None leaves a field as it is; ``active=False`` deletes (data stays; beacons and keys are refused)."""
     current = _existing(db, account)
     changed = replace(current, name=current.name if name is None else name,
                       origins=current.origins if origins is None else _origins(origins),
@@ -107,6 +112,7 @@ def create_key(db: ClickHouse, account: str, kind: KeyKind, name: str = "", vide
         raise AccountError("a public key must name its videos, its metrics and the origins that may use it")
     if kind == "secret" and (videos or metrics or origins):
         raise AccountError("a secret key reads all of its account: videos, metrics and origins are for public keys")
+    _check_rate(rate_limit)
     key_id, key = new_key(kind)
     stored = ApiKey(key_id, account, kind, hash_key(key), name, tuple(videos), tuple(metrics), _origins(origins),
                     rate_limit, _now(), None)
@@ -122,11 +128,15 @@ def list_keys(db: ClickHouse, account: str | None = None) -> list[ApiKey]:
 
 
 def revoke_key(db: ClickHouse, key_id: str) -> ApiKey:
+    """Revoking twice keeps the first revocation's time."""
     rows = db.query(f"SELECT {', '.join(_KEY_COLUMNS[:-1])} FROM api_keys FINAL WHERE key_id = {{k:String}}",
                     {"k": key_id})
     if not rows:
         raise AccountError(f"no key with id {key_id!r}: `vidpulse keys list` shows the ids")
-    revoked = replace(_key(rows[0]), revoked_at=_now())
+    current = _key(rows[0])
+    if current.revoked_at is not None:
+        return current
+    revoked = replace(current, revoked_at=_now())
     _write_key(db, revoked)
     return revoked
 
@@ -153,22 +163,42 @@ def _existing(db: ClickHouse, account: str) -> Account:
 
 
 def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """As browsers send them in ``Origin``: lower case, without the scheme's default port."""
+    normal = []
     for origin in origins:
-        if not ORIGIN.match(origin):
+        if not ORIGIN.match(origin.lower()):
             raise AccountError(f"origin {origin!r} must be scheme://host[:port], as browsers send it, "
                                "e.g. https://www.example.com")
-    return tuple(dict.fromkeys(origins))
+        scheme, _, host = origin.lower().partition("://")
+        bare, _, port = host.rpartition(":")
+        normal.append(f"{scheme}://{bare if port == _DEFAULT_PORTS[scheme] else host}")
+    return tuple(dict.fromkeys(normal))
+
+
+def _check_rate(rate: str) -> None:
+    if not rate:
+        return
+    try:
+        parse_rate(rate)
+    except ValueError as exc:
+        raise AccountError(f"rate {rate!r} is not a rate like '50/second' or '1000/minute'") from exc
+
+
+def _version(db: ClickHouse, table: str, column: str, value: str) -> int:
+    """Later than every stored version of the row, even when this machine's clock is behind the one that wrote it."""
+    stored = db.query(f"SELECT max(version) FROM {table} WHERE {column} = {{v:String}}", {"v": value})[0][0]
+    return max(int(stored or 0) + 1, time.time_ns())
 
 
 def _write_account(db: ClickHouse, account: Account) -> None:
     db.insert("accounts", [(account.account, account.name, list(account.origins), account.active,
-                            account.created_at, time.time_ns())], _ACCOUNT_COLUMNS)
+                            account.created_at, _version(db, "accounts", "account", account.account))], _ACCOUNT_COLUMNS)
 
 
 def _write_key(db: ClickHouse, key: ApiKey) -> None:
     db.insert("api_keys", [(key.key_id, key.account, key.kind, key.key_hash, key.name, list(key.videos),
                             list(key.metrics), list(key.origins), key.rate_limit, key.created_at, key.revoked_at,
-                            time.time_ns())], _KEY_COLUMNS)
+                            _version(db, "api_keys", "key_id", key.key_id))], _KEY_COLUMNS)
 
 
 def _account(row: tuple[Any, ...]) -> Account:

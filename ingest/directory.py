@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ V = TypeVar("V")
 
 
 class Directory(Generic[V]):
+    """What the store last answered, by name; ``get`` never waits. Writes nothing to the store."""
+
     def __init__(self, what: str, load: Callable[[], Awaitable[Mapping[str, V]]], refresh_s: float = 5.0,
                  snapshot: Path | None = None, decode: Callable[[Any], V] | None = None) -> None:
         """``snapshot`` (with ``decode`` turning a JSON value back into a V) keeps the last load on disk."""
@@ -60,6 +63,7 @@ class Directory(Generic[V]):
         return (self._entries or {}).get(name)
 
     async def start(self) -> None:
+        """Loads once (from the snapshot if the store does not answer), then refreshes in the background."""
         if not await self.refresh():
             self._read_snapshot()
         self._task = asyncio.create_task(self._refresh_forever(), name=f"refresh-{self._what}")
@@ -90,18 +94,30 @@ class Directory(Generic[V]):
             await self.refresh()
 
     def _write_snapshot(self) -> None:
+        """Best effort: a snapshot that cannot be written must not stop the refreshes."""
         if self._snapshot is None:
             return
-        self._snapshot.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._snapshot.with_suffix(".tmp")
-        partial.write_bytes(orjson.dumps(self._entries))
-        os.replace(partial, self._snapshot)
+        try:
+            self._snapshot.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self._snapshot.parent, prefix=f".{self._snapshot.name}.",
+                                             delete=False) as partial:
+                partial.write(orjson.dumps(self._entries))
+            os.replace(partial.name, self._snapshot)
+        except OSError as exc:
+            log.warning("cannot write the %s snapshot %s: %s", self._what, self._snapshot, exc)
 
     def _read_snapshot(self) -> None:
+        """The snapshot's age counts as the load's age, so a process serving an old snapshot shows it."""
         if self._snapshot is None or self._decode is None or not self._snapshot.exists():
             return
         decode = self._decode
-        self._entries = {name: decode(value) for name, value in orjson.loads(self._snapshot.read_bytes()).items()}
+        try:
+            written_s_ago = time.time() - self._snapshot.stat().st_mtime
+            self._entries = {name: decode(value) for name, value in orjson.loads(self._snapshot.read_bytes()).items()}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("cannot read the %s snapshot %s (%s): starting without it", self._what, self._snapshot, exc)
+            return
+        self.loaded_at = time.monotonic() - max(0.0, written_s_ago)
         log.warning("%s loaded from the snapshot %s (%d) until the store answers", self._what, self._snapshot,
                     len(self._entries))
 

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(1 << 30, ge=1024, description="beyond it the tracker answers 503")
     rate_limit_ip: str = Field("100/second", description="requests per client IP, in the limits library's notation")
     rate_limit_account: str = Field("5000/second", description="requests per account")
+    allowed_origins: str | None = Field(None, description="removed: origins are per account in the store now")
     rate_limit_key: str = Field("50/second", description="query requests per API key, unless the key sets its own")
     accounts_refresh_s: float = Field(5.0, gt=0, description="how soon trackers and the API see account and key changes")
     dev_account: str = Field("1234", pattern=r"^([A-Za-z0-9_-]{1,64})?$",
@@ -66,6 +67,14 @@ class Settings(BaseSettings):
         if not url.startswith(("chdb://", "http://", "https://")):
             raise ValueError("VIDPULSE_CLICKHOUSE_URL must start with chdb://, http:// or https://")
         return url
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _removed(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("VIDPULSE_ALLOWED_ORIGINS is gone: an account's origins are kept with the account now; "
+                             "set them with `vidpulse accounts update ID --origin ...` and unset the variable")
+        return None
 
     @field_validator("rate_limit_ip", "rate_limit_account", "rate_limit_key")
     @classmethod

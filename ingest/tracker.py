@@ -138,7 +138,9 @@ class Tracker:
         except ValidationError as exc:
             reason = validation_reason(exc, "envelope")
             self._metrics.rejected(reason, _event_count(payload))
-            await self._dead_letter_quietly({"reason": reason, "received_at_ms": sender.received_at_ms, "body": payload})
+            if self._accounts.get(_account_of(payload) or "") is not None:  # no account, no dead letter: no flood
+                await self._dead_letter_quietly({"reason": reason, "received_at_ms": sender.received_at_ms,
+                                                 "body": payload})
             detail = [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors(include_url=False)]
             raise BeaconError(400, f"invalid envelope: {reason}", detail) from exc
 
@@ -167,10 +169,14 @@ class Tracker:
         return response
 
     def _cors(self, request: Request, response: Response, account: str | None) -> Response:
+        """Every answer is readable by the page (a refusal included, so the SDK sees its status and
+        Retry-After), except where the account names its origins and this is not one of them."""
         origin = request.headers.get("origin")
-        if origin and self._origin_allowed(origin, account):
+        allowed = self._accounts.get(account or "")
+        if origin and (not allowed or origin in allowed):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
         return response
 
     def _origin_allowed(self, origin: str, account: str | None) -> bool:

@@ -95,9 +95,10 @@ def check_scope(key: ApiKey, question: Question) -> None:
 def cors(response: Response, origin: str | None, key: ApiKey | None) -> Response:
     """Pages may read what a public key opened, and every refusal (so they can show why); a secret key's
     answers are never readable by a page."""
+    response.headers["Vary"] = "Origin"
     if origin and (key is None or (key.public and origin in key.origins)):
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
     return response
 
 

@@ -19,6 +19,9 @@ TIME_STEPS = ("hour", "day", "week", "month", "year", "all")
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})([mhd])$")
 # A "+" in a URL's query string arrives as a space: "10:00:00 02:00" means "10:00:00+02:00".
 _PLUS_AS_SPACE = re.compile(r" ([0-9]{2}:?[0-9]{2})$")
+_WHOLE = re.compile(r"[0-9]{1,18}")
+# ClickHouse DateTime ends on 2106-02-07; a range must end before then.
+MAX_EPOCH_MS = 4_291_747_200_000  # 2106-01-01
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
 
 
@@ -122,9 +125,10 @@ def parse_buckets(question: Question, duration: str | None, limit: str | None, t
         raise QueryError("tz applies to time_step only: fixed buckets start at `from`")
     span_minutes = (question.end_ms - question.start_ms) // MINUTE_MS
     if limit:
-        if not limit.isdigit() or int(limit) < 1:
+        count_limit = _whole(limit)
+        if count_limit is None or count_limit < 1:
             raise QueryError(f"bucket_limit must be a whole number of at least 1, not {limit!r}")
-        step_minutes = math.ceil(span_minutes / int(limit))
+        step_minutes = math.ceil(span_minutes / count_limit)
     else:
         step_minutes = _duration_minutes(duration or "1m")
     count = math.ceil(span_minutes / step_minutes)
@@ -220,21 +224,30 @@ def _check_enum(name: str, values: tuple[str, ...]) -> None:
 def _parse_time(parameter: str, text: str | None, default_ms: int) -> int:
     if text is None or text == "":
         return default_ms
-    if text.isdigit():
-        return int(text)
-    try:
-        parsed = dt.datetime.fromisoformat(_PLUS_AS_SPACE.sub(r"+\1", text.replace("Z", "+00:00")))
-    except ValueError as exc:
-        raise QueryError(f"`{parameter}` must be epoch milliseconds or ISO 8601, not {text!r}") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return int(parsed.timestamp() * 1000)
+    epoch_ms = _whole(text)
+    if epoch_ms is None:
+        try:
+            parsed = dt.datetime.fromisoformat(_PLUS_AS_SPACE.sub(r"+\1", text.replace("Z", "+00:00")))
+        except ValueError as exc:
+            raise QueryError(f"`{parameter}` must be epoch milliseconds or ISO 8601, not {text!r}") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        epoch_ms = int(parsed.timestamp() * 1000)
+    if not 0 <= epoch_ms < MAX_EPOCH_MS:
+        raise QueryError(f"`{parameter}` must lie between 1970 and 2106 (what ClickHouse's DateTime holds), not {text!r}")
+    return epoch_ms
 
 
 def _bounded_int(parameter: str, text: str | None, default: int, low: int, high: int | None) -> int:
     if text is None or text == "":
         return default
-    if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+    value = _whole(text)
+    if value is None or value < low or (high is not None and value > high):
         limit = f" and {high}" if high is not None else ""
         raise QueryError(f"`{parameter}` must be a whole number between {low}{limit}, not {text!r}")
-    return int(text)
+    return value
+
+
+def _whole(text: str) -> int | None:
+    """ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses), and few enough for ``int``."""
+    return int(text) if _WHOLE.fullmatch(text) else None

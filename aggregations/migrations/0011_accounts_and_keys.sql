@@ -26,4 +26,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
   revoked_at Nullable(DateTime64(3, 'UTC')),
   version UInt64
 ) ENGINE = ReplacingMergeTree(version)
-ORDER BY key_id
+ORDER BY key_id;
+
+-- A database that already holds traffic keeps accepting it: every account seen in the
+-- minute aggregates becomes an account (any origin, no keys yet), at the lowest version,
+-- so any change made with the CLI wins. A fresh database gets none, and `vidpulse up`
+-- then creates the development account.
+INSERT INTO accounts (account, name, origins, active, created_at, version)
+SELECT DISTINCT account, '', [], true, now64(3), 0 FROM minute_metrics

@@ -168,7 +168,8 @@ def test_a_wrong_key_and_another_accounts_key_take_the_same_time(tenants):
 
 
 INJECTIONS = ["' OR '1'='1", "1; DROP TABLE events_raw; --", "A') UNION ALL SELECT * FROM system.tables --",
-              "{account:String}", "\\' OR 1=1 --", "video) OR (1=1", "B-secret-video' OR account='B"]
+              "{account:String}", "\\' OR 1=1 --", "video) OR (1=1", "B-secret-video' OR account='B",
+              "\u00b2", "9" * 4301]
 STRUCTURED = ["dimensions", "metrics", "from", "to", "bucket_duration", "bucket_limit", "time_step", "tz", "sort",
               "limit", "offset"]
 
@@ -203,3 +204,18 @@ def test_injection_payloads_in_every_parameter_are_a_400_or_match_nothing_never_
     assert call(db, "/v1/events/accounts/A/videos/A1/export", keys["A"], format=payload).status_code == 400
     assert db.query("SELECT count() FROM events_raw") == [(6,)]
     assert db.query("SELECT count() FROM api_keys") == [(3,)]
+
+
+def test_the_migration_makes_an_account_of_every_account_that_already_has_traffic(clickhouse):
+    """An upgrade must not start refusing the beacons of accounts that existed before accounts did."""
+    from aggregations.accounts import active_origins, find_account
+    from aggregations.schema import load_migrations
+
+    load(clickhouse, [of("old-tenant", 1, "v")])
+    seed = next(m for m in load_migrations() if m.name == "accounts_and_keys").statements[-1]
+    assert seed.lstrip().splitlines()[-2].startswith("INSERT INTO accounts")
+    clickhouse.command(seed)
+    clickhouse.command(seed)  # a migration interrupted and run again
+    assert active_origins(clickhouse) == {"old-tenant": ()}
+    update_account(clickhouse, "old-tenant", origins=("https://old.example",))
+    assert find_account(clickhouse, "old-tenant").origins == ("https://old.example",)

@@ -67,3 +67,45 @@ def test_without_store_or_snapshot_nothing_is_loaded(tmp_path: Path):
     asyncio.run(start())
     assert not directory.loaded and directory.get("a") is None
     assert Directory.fixed("keys", {"h": 1}).get("h") == 1
+
+
+def test_a_snapshot_that_cannot_be_written_or_read_stops_nothing(tmp_path: Path):
+    (tmp_path / "accounts.json").mkdir()  # a folder where the file should be: every write fails
+    store = Store({"a": ()})
+    directory = Directory("accounts", store.load, refresh_s=0.01, snapshot=tmp_path / "accounts.json", decode=tuple)
+
+    async def scenario() -> object:
+        await directory.start()
+        store.entries["b"] = ()
+        await asyncio.sleep(0.1)
+        await directory.stop()
+        return directory.get("b")
+
+    assert asyncio.run(scenario()) == ()
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    store.down = True
+    restarted = Directory("accounts", store.load, snapshot=corrupt, decode=tuple)
+    asyncio.run(restarted.refresh())
+    restarted._read_snapshot()
+    assert not restarted.loaded
+
+
+def test_a_snapshot_load_reports_the_snapshots_age(tmp_path: Path):
+    import os
+    import time
+
+    snapshot = tmp_path / "accounts.json"
+    snapshot.write_text('{"a": []}')
+    os.utime(snapshot, (time.time() - 600, time.time() - 600))
+    store = Store({})
+    store.down = True
+    directory = Directory("accounts", store.load, snapshot=snapshot, decode=tuple)
+
+    async def start() -> None:
+        await directory.start()
+        await directory.stop()
+
+    asyncio.run(start())
+    assert directory.get("a") == ()
+    assert directory.loaded_at is not None and 590 < time.monotonic() - directory.loaded_at < 700

@@ -88,3 +88,15 @@ def test_page():
         parse_page("ccu", None, None, ("video_view",))
     with pytest.raises(QueryError, match="limit"):
         parse_page(None, "10001", None, ("video_view",))
+
+
+def test_numbers_that_python_reads_but_clickhouse_cannot_hold_are_400s():
+    for start in ("\u00b2", "9" * 4301, "253402300000000", "-5"):
+        with pytest.raises(QueryError):
+            parse_question("a", "video", "ccu", None, start, None)
+    question = parse_question("a", "video", "ccu", None, "1700000000000", "1700000600000")
+    for limit in ("\u00b2", "9" * 4301):
+        with pytest.raises(QueryError):
+            parse_buckets(question, None, limit)
+    with pytest.raises(QueryError):
+        parse_page(None, "\u00b2", None, ("ccu",))

@@ -119,9 +119,14 @@ def test_cors_follows_the_accounts_allowed_origins():
 
 def test_beacons_for_an_account_that_does_not_exist_are_refused_and_not_published():
     producer = RecordingProducer()
-    response = post(producer, orjson.dumps(envelope([valid_event()], account="nobody")))
+    response = post(producer, orjson.dumps(envelope([valid_event()], account="nobody")), {"Origin": "https://a.example"})
     assert response.status_code == 403 and "does not exist" in response.json()["error"]
-    assert producer.batches == [] and producer.letters == []
+    assert response.headers["access-control-allow-origin"] == "https://a.example"  # the page's SDK can read why
+    invalid = post(producer, orjson.dumps(envelope([valid_event()], account="nobody", v=2)))
+    assert invalid.status_code == 400
+    assert producer.batches == [] and producer.letters == []  # nothing of an unknown account reaches Kafka
+    post(producer, orjson.dumps(envelope([valid_event()], v=2)))
+    assert [letter["reason"].split(":")[0] for letter in producer.letters] == ["invalid"]  # a known account's bad envelope does
 
 
 def test_a_tracker_that_has_not_loaded_its_accounts_asks_to_retry():
