@@ -9,15 +9,18 @@ only from its named origins, and only on the timeseries and events endpoints.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import Depends, Header
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
 from aggregations.accounts import ApiKey, hash_key
 from ingest.directory import Directory
+from ingest.identity import Network, client_ip
 from ingest.ratelimit import RateLimits
 from queries.params import Question
 
@@ -27,19 +30,31 @@ _BEARER = HTTPBearer(auto_error=False, description="a secret key (backends) or a
 
 @dataclass(frozen=True)
 class Caller:
-    """What a request presents: its key (if any) and the page it comes from (browsers send Origin)."""
+    """What a request presents: its key (if any), the page it comes from and where it comes from."""
 
     credentials: HTTPAuthorizationCredentials | None
-    origin: str | None
+    origin: str | None       # the Origin header: browsers send it on cross-origin requests
+    referer: str | None      # a same-origin GET carries no Origin, but the page's address here
+    peer: str
+    forwarded_for: str | None
 
     @property
     def key(self) -> str:
         return self.credentials.credentials if self.credentials else ""
 
+    @property
+    def page(self) -> str | None:
+        """The origin of the page that sent the request, if a browser said."""
+        if self.origin:
+            return self.origin
+        parts = urlsplit(self.referer or "")
+        return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme in ("http", "https") and parts.netloc else None
 
-def _caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-            origin: Annotated[str | None, Header(include_in_schema=False)] = None) -> Caller:
-    return Caller(credentials, origin)
+
+def _caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> Caller:
+    headers = request.headers
+    return Caller(credentials, headers.get("origin"), headers.get("referer"),
+                  request.client.host if request.client else "", headers.get("x-forwarded-for"))
 
 
 CallerOf = Annotated[Caller, Depends(_caller)]
@@ -54,8 +69,11 @@ class AuthError(Exception):
 
 
 class Guard:
-    def __init__(self, keys: Directory[ApiKey], default_rate: str) -> None:
-        self._keys = keys
+    """Admits a request for an account at an endpoint, or says why not. A public key's rate applies per
+    client address (every viewer of a page shares the key); a secret key's to the key as a whole."""
+
+    def __init__(self, keys: Directory[ApiKey], default_rate: str, trusted_proxies: Sequence[Network] = ()) -> None:
+        self._keys, self._trusted = keys, trusted_proxies
         self._limits = RateLimits({"key": default_rate})
 
     def admit(self, caller: Caller, account: str, endpoint: str) -> ApiKey:
@@ -70,8 +88,9 @@ class Guard:
         if key.account != account:
             raise AuthError(403, f"this key does not open account {account}")
         if key.public:
-            _check_public_use(key, caller.origin, endpoint)
-        retry_after = self._limits.retry_after_s("key", key.key_id, key.rate_limit)
+            _check_public_use(key, caller.page, endpoint)
+        bucket = f"{key.key_id}@{client_ip(caller.peer, caller.forwarded_for, self._trusted)}" if key.public else key.key_id
+        retry_after = self._limits.retry_after_s("key", bucket, key.rate_limit)
         if retry_after is not None:
             raise AuthError(429, "rate limited: too many requests with this key; retry later",
                             {"Retry-After": str(retry_after)})

@@ -132,7 +132,8 @@ class Process:
         if self.producer:
             app.router.routes.extend(Tracker(self.settings, self.producer, self.tracker_metrics, self.accounts).routes())
         if "api" in self.roles and self.db is not None:
-            context = QueryContext(self.db, QueryMetrics(self.registry), Guard(self.keys, self.settings.rate_limit_key))
+            guard = Guard(self.keys, self.settings.rate_limit_key, self.settings.trusted_networks)
+            context = QueryContext(self.db, QueryMetrics(self.registry), guard)
             for router in (query_router, retention_router, export_router):
                 app.include_router(router(context))
         return app

@@ -192,7 +192,7 @@ def test_injection_payloads_in_every_parameter_are_a_400_or_match_nothing_never_
         assert response.status_code in (200, 400), response.text
         if response.status_code == 200:
             assert response.json()["data"] == []
-    assert call(db, f"/v1/events/accounts/{quote(payload, safe='')}", keys["A"], **base).status_code in (400, 403)
+    assert call(db, f"/v1/events/accounts/{quote(payload, safe='')}", keys["A"], **base).status_code == 403
     retention = call(db, "/v1/retention/accounts/A/videos/A1", keys["A"], viewer=payload, **WINDOW)
     assert retention.status_code in (200, 400), retention.text
     if retention.status_code == 200:
@@ -219,3 +219,24 @@ def test_the_migration_makes_an_account_of_every_account_that_already_has_traffi
     assert active_origins(clickhouse) == {"old-tenant": ()}
     update_account(clickhouse, "old-tenant", origins=("https://old.example",))
     assert find_account(clickhouse, "old-tenant").origins == ("https://old.example",)
+
+
+def test_a_public_key_works_from_a_same_origin_page_and_its_rate_is_per_viewer(tenants):
+    """A same-origin GET carries no Origin, only the page's Referer; and every viewer of a page shares its
+    public key, so one viewer's burst must not throttle the others."""
+    from tests.integration.inprocess import api_app
+
+    db, keys = tenants
+    app = api_app(db, key_rate="2/minute")
+    params = {"dimensions": "video", "metrics": "ccu", "where": "video==A1"}
+
+    async def viewer(ip: str, count: int, headers: dict[str, str]) -> list[int]:
+        transport = httpx.ASGITransport(app=app, client=(ip, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [(await client.get("/v1/events/accounts/A", params=params, headers={
+                "Authorization": f"Bearer {keys['public']}", **headers})).status_code for _ in range(count)]
+
+    same_origin = {"Referer": f"{PAGE}/live/watch?v=1"}
+    assert asyncio.run(viewer("198.51.100.1", 3, same_origin)) == [200, 200, 429]
+    assert asyncio.run(viewer("198.51.100.2", 2, {"Origin": PAGE})) == [200, 200]
+    assert asyncio.run(viewer("198.51.100.3", 1, {"Referer": "https://evil.example/a"})) == [403]
