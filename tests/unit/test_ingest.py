@@ -123,3 +123,17 @@ def test_a_city_database_gives_subdivisions_and_falls_back_to_registry_data(tmp_
     env = envelope()
     accepted, _ = check_events(env, NOW, 3600)
     assert enrich(env, accepted, Sender(NOW, "8.8.8.8", IPHONE), b"salt", locator).subdivision == "US-CA"
+
+
+def test_the_removed_allowed_origins_variable_is_refused_with_what_to_do_instead(monkeypatch):
+    import pydantic
+
+    from ingest.settings import Settings
+
+    monkeypatch.setenv("VIDPULSE_ALLOWED_ORIGINS", '{"1234": ["https://a.example"]}')
+    try:
+        Settings()
+    except pydantic.ValidationError as exc:
+        assert "vidpulse accounts update" in str(exc)
+    else:
+        raise AssertionError("VIDPULSE_ALLOWED_ORIGINS was accepted and would be ignored")
