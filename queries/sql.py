@@ -63,22 +63,22 @@ def timeseries(question: Question, buckets: Buckets, components: list[Component]
     parameters.update(_bucket_parameters(buckets))
     table, by_minute = components[0].table, components[0].max_of_minutes
     dims = list(question.dimensions)
-    levels = None if by_minute else _rollup_levels(question, _bucket_spans(question, buckets))
+    values = [f"{c.sql} AS v{i}" for i, c in enumerate(components)]
+    group = f"GROUP BY {', '.join(['bucket', *dims])}"
+    short = buckets.step_ms is not None and buckets.step_ms < HOUR_MS  # no bucket holds a whole hour
+    levels = None if by_minute or short else _rollup_levels(question, _bucket_spans(question, buckets))
     if levels:
         source = _rolled_source(question, components, levels, parameters, by_time=True)
         bucket = f"{_bucket_start(buckets, 't')} AS bucket"
-        values = [f"{c.sql} AS v{i}" for i, c in enumerate(components)]
-        return Statement(f"SELECT {', '.join([bucket, *dims, *values])} FROM ({source}) "
-                         f"GROUP BY {', '.join(['bucket', *dims])}{_SETTINGS}", components, parameters)
+        return Statement(f"SELECT {', '.join([bucket, *dims, *values])} FROM ({source}) {group}{_SETTINGS}",
+                         components, parameters)
     bucket = f"{_bucket_start(buckets, 'minute')} AS bucket"
-    values = [f"{c.sql} AS v{i}" for i, c in enumerate(components)]
     if not by_minute:
-        return Statement(f"SELECT {', '.join([bucket, *dims, *values])} FROM {table} WHERE {where} "
-                         f"GROUP BY {', '.join(['bucket', *dims])}", components, parameters)
+        return Statement(f"SELECT {', '.join([bucket, *dims, *values])} FROM {table} WHERE {where} {group}",
+                         components, parameters)
     inner = f"SELECT {', '.join(['minute', *dims, *values])} FROM {table} WHERE {where} GROUP BY {', '.join(['minute', *dims])}"
     maxima = [f"max(v{i})" for i in range(len(components))]
-    return Statement(f"SELECT {', '.join([bucket, *dims, *maxima])} FROM ({inner}) GROUP BY {', '.join(['bucket', *dims])}",
-                     components, parameters)
+    return Statement(f"SELECT {', '.join([bucket, *dims, *maxima])} FROM ({inner}) {group}", components, parameters)
 
 
 def totals(question: Question, components: list[Component]) -> Statement:
@@ -104,15 +104,13 @@ def split(spans: list[Span]) -> dict[str, list[Span]]:
     def cut(start: int, end: int, levels: tuple[tuple[str, int], ...]) -> None:
         (key, unit), rest = levels[0], levels[1:]
         first, last = -(-start // unit) * unit, end // unit * unit
-        if not rest or first >= last:
+        if first >= last:
             if rest:
                 cut(start, end, rest)
-            elif start < end:
-                pieces.setdefault(key, []).append((start, end))
             return
         pieces.setdefault(key, []).append((first, last))
         for edge in ((start, first), (last, end)):
-            if edge[0] < edge[1]:
+            if rest and edge[0] < edge[1]:
                 cut(*edge, rest)
 
     for start, end in spans:
@@ -133,8 +131,9 @@ def _joined(spans: list[Span]) -> list[Span]:
 def _bucket_spans(question: Question, buckets: Buckets) -> list[Span]:
     """The part of the range each bucket covers."""
     ends = [*buckets.starts_ms[1:], question.end_ms]
-    return [(max(start, question.start_ms), min(end, question.end_ms))
-            for start, end in zip(buckets.starts_ms, ends, strict=True) if start < question.end_ms]
+    clipped = [(max(start, question.start_ms), min(end, question.end_ms))
+               for start, end in zip(buckets.starts_ms, ends, strict=True)]
+    return [(start, end) for start, end in clipped if start < end]
 
 
 def _rollup_levels(question: Question, spans: list[Span]) -> dict[str, list[Span]] | None:

@@ -132,28 +132,6 @@ def test_long_ranges_read_the_projections(spread):
     assert projections_read(spread, statement) == {"video_minutes"}
 
 
-def test_other_dimensions_read_the_minute_tables():
-    question = parse_question("1234", "video,country", ALL, None, str(BASE - 3 * D), str(BASE))
-    for components in sql.component_groups(question.metrics).values():
-        assert " UNION ALL " not in sql.totals(question, components).sql
-    filtered = parse_question("1234", "video", ALL, "country==US", str(BASE - 3 * D), str(BASE))
-    for components in sql.component_groups(filtered.metrics).values():
-        assert " UNION ALL " not in sql.totals(filtered, components).sql
-
-
-def test_split_cuts_days_hours_and_edge_minutes():
-    day = BASE // D * D
-    assert sql.split([(day - D - 2 * H - 5 * M, day + H + 7 * M)]) == {
-        "toStartOfDay(minute)": [(day - D, day)],
-        "toStartOfHour(minute)": [(day - D - 2 * H, day - D), (day, day + H)],
-        "minute": [(day - D - 2 * H - 5 * M, day - D - 2 * H), (day + H, day + H + 7 * M)]}
-    assert sql.split([(day, day + 30 * M), (day + 30 * M, day + 2 * H)]) == {
-        "minute": [(day, day + H)], "toStartOfHour(minute)": [(day + H, day + 2 * H)]}
-    # neighbours are joined: one span per level however many buckets
-    hours = [(day + i * H, day + (i + 1) * H) for i in range(5)]
-    assert sql.split(hours) == {"toStartOfHour(minute)": [(day, day + 5 * H)]}
-
-
 ROLLUP_READS = {  # each straight from one projection: what it holds, not what the query planner prefers
     "days": "SELECT sum(video_view), sum(watched_ms), uniqCombined64Merge(viewers) FROM (SELECT video, "
             "sum(video_view) AS video_view, sum(watched_ms) AS watched_ms, uniqCombined64MergeState(viewers) AS viewers "
