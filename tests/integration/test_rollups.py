@@ -60,16 +60,22 @@ def spread(_chdb_url):
     db.close()
 
 
-def minutes_only(monkeypatch):
-    monkeypatch.setattr(sql, "ROLLUP_DIMENSIONS", frozenset())
+class MinuteRowsOnly:
+    """The database as it was before migration 0010: SQL without the rollups, and no projection read."""
+
+    def __init__(self, db) -> None:
+        self._db = db
+
+    async def aquery(self, statement, parameters=None, settings=None):
+        return await self._db.aquery(statement, parameters, {**(settings or {}), "optimize_use_projections": 0})
 
 
 def both_ways(db, monkeypatch, ask):
     """The answer through the rollups, then from the minute rows alone (the SQL before migration 0010)."""
     rolled = asyncio.run(ask(db))
     with monkeypatch.context() as patch:
-        minutes_only(patch)
-        plain = asyncio.run(ask(db))
+        patch.setattr(sql, "ROLLUP_DIMENSIONS", frozenset())
+        plain = asyncio.run(ask(MinuteRowsOnly(db)))
     return rolled, plain
 
 
