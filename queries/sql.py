@@ -68,7 +68,7 @@ def timeseries(question: Question, buckets: Buckets, components: list[Component]
     short = buckets.step_ms is not None and buckets.step_ms < HOUR_MS  # no bucket holds a whole hour
     levels = None if by_minute or short else _rollup_levels(question, _bucket_spans(question, buckets))
     if levels:
-        source = _rolled_source(question, components, levels, parameters, by_time=True)
+        source = _rolled_source(question, components, levels, parameters)
         bucket = f"{_bucket_start(buckets, 't')} AS bucket"
         return Statement(f"SELECT {', '.join([bucket, *dims, *values])} FROM ({source}) {group}{_SETTINGS}",
                          components, parameters)
@@ -89,7 +89,7 @@ def totals(question: Question, components: list[Component]) -> Statement:
     group = f" GROUP BY {', '.join(dims)}" if dims else ""
     levels = _rollup_levels(question, [(question.start_ms, question.end_ms)])
     if levels:
-        source = _rolled_source(question, components, levels, parameters, by_time=False)
+        source = _rolled_source(question, components, levels, parameters)
         return Statement(f"SELECT {', '.join([*dims, values])} FROM ({source}){group}{_SETTINGS}",
                          components, parameters)
     return Statement(f"SELECT {', '.join([*dims, values])} FROM {components[0].table} WHERE {where}{group}",
@@ -147,8 +147,9 @@ def _rollup_levels(question: Question, spans: list[Span]) -> dict[str, list[Span
 
 
 def _rolled_source(question: Question, components: list[Component], levels: dict[str, list[Span]],
-                   parameters: dict[str, Any], by_time: bool) -> str:
-    """One arm per level: the aggregate parts of its spans per (unit start ``t``,) dimensions, UNION ALL."""
+                   parameters: dict[str, Any]) -> str:
+    """One arm per level: the aggregate parts of its spans per (unit start ``t``, *dimensions), UNION ALL.
+    Grouping by the projection's own unit spares merging states twice."""
     columns = list(dict.fromkeys((c.column, c.partial) for c in components))
     filters = _filters(question, parameters)
     arms = []
@@ -158,12 +159,10 @@ def _rolled_source(question: Question, components: list[Component], levels: dict
             parameters[f"l{number}s{index}"], parameters[f"l{number}e{index}"] = start // 1000, end // 1000
             spans.append(f"({key} >= {{l{number}s{index}:DateTime('UTC')}} "
                          f"AND {key} < {{l{number}e{index}:DateTime('UTC')}})")
-        keys = [key, *question.dimensions] if by_time else list(question.dimensions)
-        selected = ([f"{key} AS t"] if by_time else []) + list(question.dimensions)
-        selected += [f"{partial} AS {column}" for column, partial in columns]
+        selected = [f"{key} AS t", *question.dimensions, *(f"{partial} AS {column}" for column, partial in columns)]
         where = " AND ".join(["account = {account:String}", f"({' OR '.join(spans)})", *filters])
-        group = f" GROUP BY {', '.join(keys)}" if keys else ""
-        arms.append(f"SELECT {', '.join(selected)} FROM {components[0].table} WHERE {where}{group}")
+        arms.append(f"SELECT {', '.join(selected)} FROM {components[0].table} WHERE {where} "
+                    f"GROUP BY {', '.join([key, *question.dimensions])}")
     return " UNION ALL ".join(arms)
 
 

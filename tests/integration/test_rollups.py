@@ -203,3 +203,10 @@ def projection_rows(db) -> dict[tuple[str, str], int]:
     rows = db.query("SELECT table, name, sum(rows) FROM system.projection_parts WHERE database = currentDatabase() "
                     "AND active AND name != 'by_video' GROUP BY table, name HAVING sum(rows) > 0")
     return {(table, name): count for table, name, count in rows}
+
+
+def test_an_account_without_data_answers_the_same_both_ways(spread, monkeypatch):
+    start, end = RANGES[0]
+    question = parse_question("9999", "account", ALL, None, str(start), str(end))
+    rolled, plain = both_ways(spread, monkeypatch, lambda db: answers.totals(db, question, None, False, 100, 0))
+    assert rolled == plain
