@@ -31,6 +31,8 @@ class Component:
     table: str
     sql: str  # an aggregate over the table's rows
     max_of_minutes: bool = False  # timeseries: the max of per-minute values instead of one aggregate per bucket
+    column: str = ""  # the table's column it aggregates
+    partial: str = ""  # the same aggregate as a mergeable part (what the rollup projections of migration 0010 hold)
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,12 @@ class Metric:
 
 
 def _sum(column: str) -> Component:
-    return Component(METRICS_TABLE, f"sum({column})")
+    return Component(METRICS_TABLE, f"sum({column})", column=column, partial=f"sum({column})")
 
 
 def _distinct(table: str, column: str, max_of_minutes: bool = False) -> Component:
-    return Component(table, f"uniqCombined64Merge({column})", max_of_minutes)
+    return Component(table, f"uniqCombined64Merge({column})", max_of_minutes, column,
+                     f"uniqCombined64MergeState({column})")
 
 
 def _ratio(numerator: float, denominator: float) -> Value:
@@ -53,7 +56,8 @@ def _ratio(numerator: float, denominator: float) -> Value:
 
 
 def _ttff(index: int) -> Component:
-    return Component(METRICS_TABLE, f"quantilesTimingMerge(0.5, 0.95, 0.99)(ttff)[{index}]")
+    return Component(METRICS_TABLE, f"quantilesTimingMerge(0.5, 0.95, 0.99)(ttff)[{index}]", column="ttff",
+                     partial="quantilesTimingMergeState(0.5, 0.95, 0.99)(ttff)")
 
 
 VIEWS, WATCHED_MS, REBUFFER_MS, FIRST_FRAMES = (_sum("video_view"), _sum("watched_ms"), _sum("rebuffer_ms"),
