@@ -74,9 +74,11 @@ class ClickHouseWriter:
             "GROUP BY account, session_key", {"parts": partitions, "since": since_ms})
 
     async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
-        """Raw events first (their view sums the additive metrics), then session-minutes (idempotent)."""
-        await self._timed("events_raw", self._db.ainsert(
-            "events_raw", rows.raw, RAW_COLUMNS, batch.token if batch else None), len(rows.raw))
+        """Raw events, then the same block to events_stream, whose views sum the metrics (each target
+        drops a block it already holds by the batch's token), then session-minutes (idempotent)."""
+        token = batch.token if batch else None
+        await self._timed("events_raw", self._db.ainsert("events_raw", rows.raw, RAW_COLUMNS, token), len(rows.raw))
+        await self._timed("events_stream", self._db.ainsert("events_stream", rows.raw, RAW_COLUMNS, token), len(rows.raw))
         await self._timed("session_minutes", self._db.ainsert(
             "session_minutes", rows.session_minutes, SESSION_MINUTE_COLUMNS), len(rows.session_minutes))
 

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aggregations.metrics import WorkerMetrics
-from aggregations.rows import BatchRange, SessionIdentity, SinkRows, raw_row
+from aggregations.rows import RAW_COLUMNS, BatchRange, SessionIdentity, SinkRows, raw_row
 from aggregations.schema import load_migrations
 from aggregations.sink import EventSink, SinkConfig
 from aggregations.writer import ClickHouseWriter
@@ -91,6 +91,23 @@ def test_a_replayed_block_is_summed_once(clickhouse):
     assert clickhouse.query("SELECT count() FROM events_raw") == [(6,)]
     assert clickhouse.query("SELECT sum(video_view), sum(watched_ms) FROM minute_metrics") == [(1, 24_000)]
     assert clickhouse.query("SELECT uniqCombined64Merge(sessions) FROM minute_uniques") == [(1,)]
+
+
+def test_a_worker_killed_between_the_raw_part_and_the_views_loses_nothing_on_replay(clickhouse):
+    """The kill lands after events_raw committed the block and before the views did: the replay (same
+    block, same token) must still reach the views, once, and a further replay must change nothing."""
+    writer = ClickHouseWriter(clickhouse, WorkerMetrics(CollectorRegistry()))
+    batch = SCENARIO[0]
+    rows = SinkRows(raw=[raw_row(batch, e, 0, 7) for e in batch.events],
+                    session_minutes=SessionIdentity.of(batch).minute_rows({BASE}))
+    block = BatchRange("g", "t", 0, 7, 7)
+    clickhouse.insert("events_raw", rows.raw, RAW_COLUMNS, block.token)  # then SIGKILL
+    assert clickhouse.query("SELECT count() FROM minute_metrics") == [(0,)]
+    for _ in range(2):
+        asyncio.run(writer.write(rows, block))
+    assert clickhouse.query("SELECT count() FROM events_raw") == [(6,)]
+    assert clickhouse.query("SELECT sum(video_view), sum(watched_ms) FROM minute_metrics") == [(1, 24_000)]
+    assert clickhouse.query("SELECT sum(passes) FROM retention_passes WHERE source = 'q'") == [(1,)]
 
 
 def test_events_totals_per_dimension(clickhouse):
