@@ -65,6 +65,9 @@ class _Session:
     identity: SessionIdentity
     partition: int
     arrived_ms: int = 0  # wall clock of the last batch: late beacons arrive in bursts, not in event time
+    # Reloaded on assignment: (kafka_offset, event) of its stored events, until the partition's first batch
+    # says where the replay starts (events from there on are delivered again and are not duplicates).
+    reloaded: list[tuple[int, tuple[str, str, int]]] | None = None
 
 
 class EventSink:
@@ -149,9 +152,10 @@ class EventSink:
         async with self._lock:
             for account, key, fingerprint, dimensions, events, partition in found:
                 if key not in self._sessions:
-                    state = sessions.SessionState.from_history([tuple(event) for event in events])
+                    stored = [(offset, (event_id, kind, time_ms)) for event_id, kind, time_ms, offset in events]
+                    state = sessions.SessionState.from_history([event for _, event in stored])
                     identity = SessionIdentity(account, key, fingerprint, tuple(dimensions))
-                    self._sessions[key] = _Session(state, identity, partition)
+                    self._sessions[key] = _Session(state, identity, partition, reloaded=stored)
             self._metrics.open_sessions.set(len(self._sessions))
         log.info("reloaded %d recent sessions of partitions %s", len(found), sorted(partitions))
 
@@ -178,10 +182,24 @@ class EventSink:
         if self._next_offset.get(partition) != offset:
             self._recorded[partition] = await self._retrying(lambda: self._writer.recorded_batches(
                 self._config.consumer_group, self._config.topic, partition, offset))
+            self._settle_reloaded(partition, offset)
         forced_last = self._recorded.get(partition, {}).pop(offset, None)
         pending = _Pending(offset, forced_last, time.monotonic())
         self._pending[partition] = pending
         return pending
+
+    def _settle_reloaded(self, partition: int, replay_from: int) -> None:
+        """Sessions reloaded on assignment forget what the replay from ``replay_from`` delivers again: those
+        events were written before a crash, and perhaps not all of their rows were (the views' parts commit
+        after events_raw's); as duplicates they would be dropped from the replayed block, and lost."""
+        for key, cached in list(self._sessions.items()):
+            if cached.partition != partition or cached.reloaded is None:
+                continue
+            before = [event for offset, event in cached.reloaded if offset < replay_from]
+            if before:
+                cached.state, cached.reloaded = sessions.SessionState.from_history(before), None
+            else:
+                del self._sessions[key]
 
     def _full(self, pending: _Pending, offset: int) -> bool:
         if pending.forced_last is not None:

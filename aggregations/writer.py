@@ -64,11 +64,12 @@ class ClickHouseWriter:
 
     async def recent_sessions(self, partitions: list[int], since_ms: int) -> list[tuple[Any, ...]]:
         """Sessions of these partitions active since ``since_ms``: (account, session_key, fingerprint,
-        dimension values, [(event_id, type, event_time_ms)]), to close the ones a previous owner left open."""
+        dimension values, [(event_id, type, event_time_ms, kafka_offset)], partition), to close the ones a
+        previous owner left open."""
         dimensions = ", ".join(DIMENSIONS)
         return await self._db.aquery(
             f"SELECT account, session_key, any(fingerprint), argMax(tuple({dimensions}), event_time), "
-            "groupArray((event_id, type, toUnixTimestamp64Milli(event_time))), any(kafka_partition) "
+            "groupArray((event_id, type, toUnixTimestamp64Milli(event_time), kafka_offset)), any(kafka_partition) "
             "FROM events_raw WHERE kafka_partition IN {parts:Array(UInt32)} "
             "AND event_time >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') AND NOT is_bot "
             "GROUP BY account, session_key", {"parts": partitions, "since": since_ms})

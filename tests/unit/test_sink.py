@@ -39,7 +39,7 @@ class RecordingWriter:
             when = int(row[6].timestamp() * 1000)
             if row[-3] in partitions and when >= since_ms and not row[23]:
                 entry = found.setdefault(row[2], [row[0], row[2], row[3], tuple(row[9:21]), [], row[-3]])
-                entry[4].append((row[4], row[5], when))
+                entry[4].append((row[4], row[5], when, row[-2]))
         return [tuple(entry) for entry in found.values()]
 
     async def dimension_values(self, keys):
@@ -333,3 +333,36 @@ def test_revoked_partitions_drop_their_pending_batch(revoked):
 
     run(scenario())
     assert harness.acked == [] and writer.blocks == {}
+
+
+def test_a_replay_after_reassignment_writes_the_replayed_events_again_not_as_duplicates():
+    """The reload on assignment reads events_raw, which may hold a block whose views' parts were lost to the
+    crash. The replay of that block must carry its events again (same block, same token), so every table
+    that lacks it gets it; dropped as retried duplicates, they were lost."""
+    class Capturing(RecordingWriter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[tuple[str, list[str]]] = []
+
+        async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
+            if batch is not None:
+                self.writes.append((batch.token, [row[4] for row in rows.raw]))
+            await super().write(rows, batch)
+
+    writer = Capturing()
+    first = Harness(writer, max_events=1)
+    first.now_ms = BASE + 30_000
+    run(first.sink.add(0, 0, batch(1, ("1", "view", BASE), ("2", "heartbeat", BASE + 10_000)), 0))
+    run(first.sink.add(0, 1, batch(2, ("1", "view", BASE + 1000)), 1))
+    second = Harness(writer, max_events=1)
+    second.now_ms = BASE + 40_000
+
+    async def scenario():
+        await second.sink.reload({0})  # both sessions, with all their stored events
+        await second.sink.add(0, 1, batch(2, ("1", "view", BASE + 1000)), 1)  # the replay starts at offset 1
+        await second.sink.add(0, 2, batch(1, ("2", "heartbeat", BASE + 10_000), ("3", "stop", BASE + 20_000)), 2)
+
+    run(scenario())
+    assert writer.writes[2][1] == ["1"]  # offset 1 again, in full
+    assert writer.writes[2][0] == writer.writes[1][0]  # the same block token
+    assert writer.writes[3][1] == ["3"]  # session 1's event 2 (offset 0, before the replay) is a retry
