@@ -6,11 +6,13 @@ retried, never skipped. Exactly-once counting over at-least-once delivery
 rests on three things:
 
 * a batch's offset range is recorded before its rows are written, and a
-  replay from the same offset cuts the same range, so the raw block carries
-  the same deduplication token and ClickHouse (and the view that sums the
-  additive metrics) drops it if it already holds it;
+  replay from the same offset cuts the same range, so the block carries the
+  same deduplication token and each table (events_raw, and each view's table
+  behind events_stream) drops it if it already holds it;
 * events already seen in a session (client retries) are dropped before the
-  write, from the sessionizer's memory or, after a restart, from events_raw;
+  write, from the sessionizer's memory or, after a restart, from events_raw,
+  but never the events the replay itself delivers again: their block must be
+  written whole, for the tables a crash kept it from;
 * session-minutes are distinct counts, so writing one twice changes nothing.
 """
 
