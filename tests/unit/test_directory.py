@@ -19,6 +19,13 @@ class Store:
         return dict(self.entries)
 
 
+def start_and_stop(directory: Directory) -> None:
+    async def run() -> None:
+        await directory.start()
+        await directory.stop()
+    asyncio.run(run())
+
+
 def test_a_refresh_sees_changes_and_an_outage_keeps_what_was_known(tmp_path: Path):
     store = Store({"a": ()})
     directory = Directory("accounts", store.load, refresh_s=0.01, snapshot=tmp_path / "accounts.json", decode=tuple)
@@ -47,11 +54,7 @@ def test_a_restart_while_the_store_is_down_starts_from_the_snapshot(tmp_path: Pa
     store.down = True
     second = Directory("accounts", store.load, snapshot=snapshot, decode=tuple)
 
-    async def start() -> None:
-        await second.start()
-        await second.stop()
-
-    asyncio.run(start())
+    start_and_stop(second)
     assert second.loaded and second.get("a") == ("https://a.example",)
 
 
@@ -60,11 +63,7 @@ def test_without_store_or_snapshot_nothing_is_loaded(tmp_path: Path):
     store.down = True
     directory = Directory("accounts", store.load, snapshot=tmp_path / "none.json", decode=tuple)
 
-    async def start() -> None:
-        await directory.start()
-        await directory.stop()
-
-    asyncio.run(start())
+    start_and_stop(directory)
     assert not directory.loaded and directory.get("a") is None
     assert Directory.fixed("keys", {"h": 1}).get("h") == 1
 
@@ -102,10 +101,6 @@ def test_a_snapshot_load_reports_the_snapshots_age(tmp_path: Path):
     store.down = True
     directory = Directory("accounts", store.load, snapshot=snapshot, decode=tuple)
 
-    async def start() -> None:
-        await directory.start()
-        await directory.stop()
-
-    asyncio.run(start())
+    start_and_stop(directory)
     assert directory.get("a") == ()
     assert directory.loaded_at is not None and 590 < time.monotonic() - directory.loaded_at < 700
