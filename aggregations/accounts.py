@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from limits import parse as parse_rate
-
 from aggregations.clickhouse import ClickHouse
+from ingest.ratelimit import parse_rate
 
 KeyKind = Literal["secret", "public"]
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -181,7 +180,7 @@ def _check_rate(rate: str) -> None:
     try:
         parse_rate(rate)
     except ValueError as exc:
-        raise AccountError(f"rate {rate!r} is not a rate like '50/second' or '1000/minute'") from exc
+        raise AccountError(str(exc)) from exc
 
 
 def _version(db: ClickHouse, table: str, column: str, value: str) -> int:

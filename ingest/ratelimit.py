@@ -27,7 +27,7 @@ class RateLimits:
     def retry_after_s(self, kind: str, key: str, rate: str = "") -> int | None:
         """None when the request may pass (and counts it); else whole seconds until the window resets.
         ``rate`` overrides the kind's default for this key (a key created with its own rate)."""
-        limit = _parsed(rate or self._rates[kind])
+        limit = parse_rate(rate or self._rates[kind])
         if self._limiter.hit(limit, kind, key):
             return None
         reset_at = self._limiter.get_window_stats(limit, kind, key).reset_time
@@ -35,5 +35,9 @@ class RateLimits:
 
 
 @functools.lru_cache(maxsize=256)
-def _parsed(rate: str) -> RateLimitItem:
-    return parse(rate)
+def parse_rate(rate: str) -> RateLimitItem:
+    """A rate in the limits library's notation; ValueError, saying what is expected, for anything else."""
+    try:
+        return parse(rate)
+    except ValueError as exc:
+        raise ValueError(f"{rate!r} is not a rate like '50/second' or '1000/minute'") from exc

@@ -79,12 +79,9 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_ip", "rate_limit_account", "rate_limit_key")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
-        from limits import parse
+        from ingest.ratelimit import parse_rate
 
-        try:
-            parse(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a rate like '50/second' or '1000/minute'") from exc
+        parse_rate(value)
         return value
 
     @field_validator("trusted_proxies")

@@ -15,7 +15,7 @@ from ingest import jsonio
 from ingest.directory import Directory
 from ingest.enrich import Rejection, Sender, check_events, enrich, salt_for, validation_reason
 from ingest.geo import Locator
-from ingest.http import OrjsonResponse
+from ingest.http import OrjsonResponse, allow_origin
 from ingest.identity import client_ip
 from ingest.metrics import TrackerMetrics
 from ingest.models import Envelope
@@ -127,9 +127,10 @@ class Tracker:
         if not self._accounts.loaded:
             raise BeaconError(503, "cannot accept now: this tracker has not loaded its accounts yet; retry the same batch",
                               headers={"Retry-After": RETRY_AFTER_S})
-        if self._accounts.get(account) is None:
+        allowed = self._accounts.get(account)
+        if allowed is None:
             raise BeaconError(403, f"account {account} does not exist here: create it with `vidpulse accounts create`")
-        if origin and not self._origin_allowed(origin, account):
+        if origin and not _opens(allowed, origin):
             raise BeaconError(403, f"origin {origin} is not allowed for account {account}")
 
     async def _envelope(self, payload: Any, sender: Sender) -> Envelope:
@@ -172,21 +173,18 @@ class Tracker:
         """Every answer is readable by the page (a refusal included, so the SDK sees its status and
         Retry-After), except where the account names its origins and this is not one of them."""
         origin = request.headers.get("origin")
-        allowed = self._accounts.get(account or "")
-        if origin and (not allowed or origin in allowed):
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        if origin and _opens(self._accounts.get(account or "") or (), origin):
+            allow_origin(response, origin)
         return response
-
-    def _origin_allowed(self, origin: str, account: str | None) -> bool:
-        """An account that has set no origins allows any (the protocol's default); an unknown account none."""
-        allowed = self._accounts.get(account or "")
-        return allowed is not None and (not allowed or origin in allowed)
 
 
 _PREFLIGHT_HEADERS = {"Access-Control-Allow-Methods": "POST, OPTIONS",
                       "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "86400"}
+
+
+def _opens(allowed: tuple[str, ...], origin: str) -> bool:
+    """An account that has set no origins allows any (the protocol's default)."""
+    return not allowed or origin in allowed
 
 
 def _parse_json(body: bytes) -> Any:

@@ -121,7 +121,7 @@ def _database_error(exc: ClickHouseError) -> OrjsonResponse:
 
 
 async def bad_request(_: Request, exc: Exception) -> Response:
-    """FastAPI's own validation errors (a malformed account id, say) are 400s with the reason, like ours."""
+    """FastAPI's own validation errors (a video id over 128 characters, say) are 400s with the reason, like ours."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     detail = [{"field": ".".join(map(str, e.get("loc", ()))), "error": e.get("msg", "")} for e in errors]
     first = detail[0] if detail else {"field": "request", "error": str(exc)}

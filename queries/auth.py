@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from aggregations.accounts import ApiKey, hash_key
 from ingest.directory import Directory
+from ingest.http import allow_origin
 from ingest.identity import Network, client_ip
 from ingest.ratelimit import RateLimits
 from queries.params import Question
@@ -116,8 +117,7 @@ def cors(response: Response, origin: str | None, key: ApiKey | None) -> Response
     answers are never readable by a page."""
     response.headers["Vary"] = "Origin"
     if origin and (key is None or (key.public and origin in key.origins)):
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        allow_origin(response, origin)
     return response
 
 
