@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from queries.catalog import BOOLEAN_DIMENSIONS, METRICS, Component
-from queries.params import Buckets, Question
+from queries.params import MINUTE_MS, Buckets, Question
 
-MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
+HOUR_MS, DAY_MS = 60 * MINUTE_MS, 1440 * MINUTE_MS
 # The rollup levels, coarsest first: the key each projection groups by (exactly as migration 0010
 # writes it, or ClickHouse does not match it) and the length of its unit. "minute" is the rows.
 LEVELS = (("toStartOfDay(minute)", DAY_MS), ("toStartOfHour(minute)", HOUR_MS), ("minute", MINUTE_MS))
