@@ -25,7 +25,7 @@ from ingest.identity import Network, client_ip
 from ingest.ratelimit import RateLimits
 from queries.params import Question
 
-PUBLIC_ENDPOINTS = frozenset({"timeseries", "events"})
+PUBLIC_ENDPOINTS = frozenset({"timeseries", "events", "realtime", "live"})
 _BEARER = HTTPBearer(auto_error=False, description="a secret key (backends) or a public key (pages)")
 
 
@@ -96,6 +96,10 @@ class Guard:
             raise AuthError(429, "rate limited: too many requests with this key; retry later",
                             {"Retry-After": str(retry_after)})
         return key
+
+    def still_open(self, key: ApiKey) -> bool:
+        """Whether an admitted key is still valid (not revoked, its account not deleted), as last loaded."""
+        return self._keys.get(key.key_hash) is not None
 
 
 def check_scope(key: ApiKey, question: Question) -> None:

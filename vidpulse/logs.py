@@ -94,7 +94,21 @@ def configure(level: str = "INFO") -> None:
         logger.propagate = name != UVICORN_ACCESS
         logger.setLevel(logging.NOTSET)
     logging.getLogger(UVICORN_ACCESS).disabled = True
+    error_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(existing, WebSocketLineFilter) for existing in error_log.filters):
+        error_log.addFilter(WebSocketLineFilter())
     logging.captureWarnings(True)
+
+
+class WebSocketLineFilter(logging.Filter):
+    """uvicorn logs each WebSocket handshake as ``<client address> - "WebSocket <path?query>" ...``: the address
+    is not ours to keep, and the query may carry an API key (``/v1/live?key=``). Both are cut from the line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and '"WebSocket %s"' in record.msg and isinstance(record.args, tuple) \
+                and len(record.args) >= 2:
+            record.args = ("-", str(record.args[1]).split("?", 1)[0], *record.args[2:])
+        return True
 
 
 class RequestIdMiddleware:

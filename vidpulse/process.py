@@ -21,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from aggregations.accounts import ApiKey, active_keys, active_origins
 from aggregations.clickhouse import ClickHouse, connect
+from aggregations.live import LiveWindow
+from aggregations.livetail import LiveTail
 from aggregations.metrics import WorkerMetrics
 from aggregations.schema import migrate
 from aggregations.worker import Worker
@@ -35,6 +37,8 @@ from ingest.tracker import Tracker
 from queries.api import QueryContext, QueryMetrics, bad_request, query_router
 from queries.auth import Guard
 from queries.export import export_router
+from queries.live import LiveHub, LiveMetrics
+from queries.live_api import live_router
 from queries.retention import retention_router
 from vidpulse.devaccount import provision_dev_account
 
@@ -79,6 +83,11 @@ class Process:
             self.keys: Directory[ApiKey] = Directory("keys", self._loader(active_keys), settings.accounts_refresh_s)
             self.directories.append(self.keys)
             self.checks["keys"] = _now(lambda: self.keys.loaded)
+            # live figures follow the events topic; without a broker they answer 501
+            tail = LiveTail(bootstrap, settings.events_topic, LiveWindow(settings.session_timeout_s * 1000)) \
+                if bootstrap else None
+            assert self.db is not None
+            self.live = LiveHub(self.db, tail, LiveMetrics(self.registry))
         if self.directories:
             DirectoryMetrics(self.directories, self.registry)
 
@@ -101,9 +110,15 @@ class Process:
             await self.producer.start()
         if self.worker:
             await self.worker.start()
+        if "api" in self.roles and self.live.tail:
+            await self.live.tail.start()
 
     async def stop(self) -> None:
-        """Worker first (it flushes to ClickHouse), then the producer, then the database."""
+        """Live streams first, then the worker (it flushes to ClickHouse), then the producer, then the database."""
+        if "api" in self.roles:
+            await self.live.stop()
+            if self.live.tail:
+                await self.live.tail.stop()
         if self.worker:
             await self.worker.stop()
         if self.producer:
@@ -136,6 +151,7 @@ class Process:
             context = QueryContext(self.db, QueryMetrics(self.registry), guard)
             for router in (query_router, retention_router, export_router):
                 app.include_router(router(context))
+            app.include_router(live_router(context, self.live))
         return app
 
     async def _readyz(self) -> Response:
