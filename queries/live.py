@@ -264,7 +264,7 @@ class LiveHub:
             "watch_seconds_per_minute": round(found.watched_ms / 1000, 3),
             **_trend(found, closed.get("peak"), now_ms), **dict.fromkeys(QUALITY), **closed.get("quality", {}),
             **{name: _top(found, name) for name in BREAKDOWN_FIELDS}}
-        answer: dict[str, Any] = {"account": question.account, "timestamp": _iso(now_ms)}
+        answer: dict[str, Any] = {"account": question.account, "timestamp": _iso(now_ms, milliseconds=True)}
         for section, names in (("current", CURRENT), ("trend", TREND), ("quality", QUALITY)):
             asked = {name: figures[name] for name in names if name in question.fields}
             if asked:
@@ -313,5 +313,7 @@ def _top(found: LiveFigures, name: str) -> list[dict[str, Any]]:
             for value, group in ranked[:TOP]]
 
 
-def _iso(epoch_ms: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _iso(epoch_ms: int, milliseconds: bool = False) -> str:
+    """The answer's instant to the millisecond (the figures are exact at it); minutes to the second."""
+    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, dt.timezone.utc)
+    return moment.isoformat(timespec="milliseconds" if milliseconds else "seconds").replace("+00:00", "Z")
