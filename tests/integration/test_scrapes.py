@@ -14,7 +14,7 @@ from tests.vidpulse_process import VidpulseProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 PARTS = {"tracker": ("vidpulse_tracker_", "vidpulse_directory_"), "worker": ("vidpulse_worker_",),
-         "api": ("vidpulse_api_", "vidpulse_directory_")}
+         "api": ("vidpulse_api_", "vidpulse_directory_", "vidpulse_live_")}
 
 
 def listed_metrics() -> set[str]:

@@ -243,3 +243,14 @@ def test_a_real_uvicorn_writes_no_client_address_even_with_its_access_log_on(lin
     assert not by_logger(server_lines, "uvicorn.access")
     everything = "\n".join(json.dumps(line) for line in server_lines)
     assert '127.0.0.1:' not in everything.replace("http://127.0.0.1:", "") and "secret-ua-marker" not in everything
+
+
+def test_uvicorn_websocket_lines_lose_the_client_address_and_the_query_string():
+    """A live stream's key may travel as ?key=: it must never reach a log, nor may the viewer's address."""
+    from vidpulse.logs import WebSocketLineFilter
+
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" %d',
+                               ("203.0.113.9:51234", "/v1/live/accounts/1234?key=vp_sk_abc_secret&fields=viewers", 403),
+                               None)
+    assert WebSocketLineFilter().filter(record)
+    assert record.getMessage() == '- - "WebSocket /v1/live/accounts/1234" 403'
