@@ -242,11 +242,22 @@ def test_two_thousand_streams_opened_and_dropped_leave_nothing_behind(live_pipel
                 received += bool(message)
             socket.transport.abort()  # dropped, not closed: no close handshake
 
+        async def server_sent(client: httpx.AsyncClient) -> None:
+            nonlocal received
+            async with client.stream("GET", f"/v1/live/accounts/{ACCOUNT}", params={"fields": "viewers", "key": key},
+                                     headers={"Accept": "text/event-stream"}) as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("data: "):
+                        received += 1
+                        return  # leaving the block drops the connection
+
         for start in range(0, 2000, 200):
             await asyncio.gather(*(one(number) for number in range(start, start + 200)))
+        async with httpx.AsyncClient(base_url=live_pipeline.url, timeout=30) as client:
+            await asyncio.gather(*(server_sent(client) for _ in range(100)))
         return received
 
-    assert asyncio.run(churn()) == 1000
+    assert asyncio.run(churn()) == 1000 + 100  # every other WebSocket read a message; every event stream did
 
     def gauges() -> tuple[float, float]:
         scrape = httpx.get(f"{live_pipeline.url}/metrics", timeout=10).text
