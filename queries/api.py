@@ -79,6 +79,16 @@ def query_router(context: QueryContext) -> APIRouter:
             return await answers.totals(db, question, *page)
         return await answer_with(context, "events", account_id, caller, run)
 
+    @router.get("/v1/whoami", summary="The presented key's account and scope")
+    async def whoami(caller: CallerOf) -> Any:
+        """What a client (the dashboard) needs to know before asking: whose key this is and what it may read."""
+        async def run(key: ApiKey) -> Any:
+            scope = {"videos": list(key.videos), "metrics": list(key.metrics), "origins": list(key.origins)}
+            return {"account": key.account, "kind": key.kind, "key_id": key.key_id,
+                    **(scope if key.public else {})}
+        return await answer_with(context, "whoami", context.guard.account_of(caller), caller, run)
+
+    @router.options("/v1/whoami", include_in_schema=False)
     @router.options("/v1/timeseries/accounts/{account_id}", include_in_schema=False)
     @router.options("/v1/events/accounts/{account_id}", include_in_schema=False)
     async def cors_preflight(caller: CallerOf) -> Response:

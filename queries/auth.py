@@ -25,7 +25,7 @@ from ingest.identity import Network, client_ip
 from ingest.ratelimit import RateLimits
 from queries.params import Question
 
-PUBLIC_ENDPOINTS = frozenset({"timeseries", "events", "realtime", "live"})
+PUBLIC_ENDPOINTS = frozenset({"timeseries", "events", "realtime", "live", "whoami"})
 _BEARER = HTTPBearer(auto_error=False, description="a secret key (backends) or a public key (pages)")
 
 
@@ -96,6 +96,11 @@ class Guard:
             raise AuthError(429, "rate limited: too many requests with this key; retry later",
                             {"Retry-After": str(retry_after)})
         return key
+
+    def account_of(self, caller: Caller) -> str:
+        """The account of the presented key ("" for none): what ``admit`` is then asked to open."""
+        key = self._keys.get(hash_key(caller.key))
+        return key.account if key is not None else ""
 
     def still_open(self, key: ApiKey) -> bool:
         """Whether an admitted key is still valid (not revoked, its account not deleted), as last loaded."""

@@ -36,6 +36,7 @@ from ingest.topics import broker_reachable, ensure_topics
 from ingest.tracker import Tracker
 from queries.api import QueryContext, QueryMetrics, bad_request, query_router
 from queries.auth import Guard
+from queries.dashboard import dashboard_router
 from queries.export import export_router
 from queries.live import LiveHub, LiveMetrics
 from queries.live_api import live_router
@@ -152,6 +153,7 @@ class Process:
             for router in (query_router, retention_router, export_router):
                 app.include_router(router(context))
             app.include_router(live_router(context, self.live))
+            app.include_router(dashboard_router())
         return app
 
     async def _readyz(self) -> Response:
