@@ -158,3 +158,13 @@ class LiveWindow:
                     group.viewers += watching
                     group.plays += plays
         return found
+
+    def viewers_by(self, account: str, matches: Matcher, now_ms: int, dimensions: tuple[str, ...]) -> dict[tuple, int]:
+        """Sessions watching at ``now_ms`` per combination of the named dimensions' values."""
+        indexes = [DIMENSIONS.index(name) for name in dimensions]
+        found: dict[tuple, int] = {}
+        for session in self._accounts.get(account, {}).values():
+            if matches(account, session.dimensions) and session.watching(now_ms, self.timeout_ms):
+                values = tuple(session.dimensions[index] for index in indexes)
+                found[values] = found.get(values, 0) + 1
+        return found

@@ -25,7 +25,7 @@ from ingest.identity import Network, client_ip
 from ingest.ratelimit import RateLimits
 from queries.params import Question
 
-PUBLIC_ENDPOINTS = frozenset({"timeseries", "events", "realtime", "live", "whoami"})
+PUBLIC_ENDPOINTS = frozenset({"timeseries", "events", "realtime", "live", "whoami", "livepeer"})
 _BEARER = HTTPBearer(auto_error=False, description="a secret key (backends) or a public key (pages)")
 
 

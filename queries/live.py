@@ -35,7 +35,7 @@ from aggregations.livetail import LiveTail, wall_ms
 from aggregations.rows import DIMENSIONS
 from queries import answers
 from queries.auth import AuthError
-from queries.params import MINUTE_MS, Filter, QueryError, Question, parse_buckets, parse_where
+from queries.params import MAX_LIMIT, MINUTE_MS, Filter, QueryError, Question, parse_buckets, parse_where
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,9 @@ class LiveHub:
     def check_ready(self) -> None:
         _ = self.window
 
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
     async def answer(self, question: LiveQuestion) -> dict[str, Any]:
         """A one-shot answer; reuses a watched channel's closed-minute figures when there is one."""
         self.check_ready()
@@ -290,6 +293,15 @@ class LiveHub:
             rows = (await answers.totals(self.db, ask, None, False, 1, 0))["data"]
             closed["quality"] = rows[0]["totals"] if rows else {name: None for name in quality}
         return closed
+
+
+    async def error_rates(self, question: LiveQuestion, dimensions: tuple[str, ...]) -> dict[tuple[Any, ...], Any]:
+        """The query API's error rate of the last 5 minutes per combination of ``dimensions``."""
+        now_minute = self._clock_ms() // MINUTE_MS * MINUTE_MS
+        ask = Question(question.account, dimensions, ("error_rate",), question.filters,
+                       now_minute - (QUALITY_MINUTES - 1) * MINUTE_MS, now_minute + MINUTE_MS)
+        rows = (await answers.totals(self.db, ask, None, False, MAX_LIMIT, 0))["data"]
+        return {tuple(row["dimensions"][name] for name in dimensions): row["totals"]["error_rate"] for row in rows}
 
 
 def _trend(found: LiveFigures, peak: tuple[int, int | None] | None, now_ms: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from aggregations.accounts import ApiKey
 from queries.api import AccountId, From, QueryContext, To, answer_with
 from queries.auth import CallerOf
 from queries.params import QueryError, Question, parse_question
+from queries.sql import utc_text
 
 POINTS = 101
 TOP = 5
@@ -62,8 +63,8 @@ def retention_router(context: QueryContext) -> APIRouter:
 def _statement(question: Question, video: str, viewer: str) -> tuple[str, dict[str, Any]]:
     if not viewer or len(viewer) > 128:
         raise QueryError("viewer must be all, anonymous, registered or a user id of at most 128 characters")
-    parameters = {"account": question.account, "video": video, "start": question.start_ms // 1000,
-                  "end": question.end_ms // 1000, "user": viewer}
+    parameters = {"account": question.account, "video": video, "start": utc_text(question.start_ms),
+                  "end": utc_text(question.end_ms), "user": viewer}
     condition = VIEWER_FILTERS.get(viewer, " AND user = {user:String}")
     return _CURVE.replace("FILTER", condition), parameters
 

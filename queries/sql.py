@@ -8,6 +8,7 @@ than by traffic. Timeseries do so per bucket, for the units that lie wholly insi
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +157,7 @@ def _rolled_source(question: Question, components: list[Component], levels: dict
     for number, key in enumerate(key for key, _ in LEVELS if key in levels):
         spans = []
         for index, (start, end) in enumerate(levels[key]):
-            parameters[f"l{number}s{index}"], parameters[f"l{number}e{index}"] = start // 1000, end // 1000
+            parameters[f"l{number}s{index}"], parameters[f"l{number}e{index}"] = utc_text(start), utc_text(end)
             spans.append(f"({key} >= {{l{number}s{index}:DateTime('UTC')}} "
                          f"AND {key} < {{l{number}e{index}:DateTime('UTC')}})")
         selected = [f"{key} AS t", *question.dimensions, *(f"{partial} AS {column}" for column, partial in columns)]
@@ -164,6 +165,12 @@ def _rolled_source(question: Question, components: list[Component], levels: dict
         arms.append(f"SELECT {', '.join(selected)} FROM {components[0].table} WHERE {where} "
                     f"GROUP BY {', '.join([key, *question.dimensions])}")
     return " UNION ALL ".join(arms)
+
+
+def utc_text(epoch_ms: int) -> str:
+    """A DateTime('UTC') parameter as text: ClickHouse reads a short number such as 0 or 60 as a malformed
+    date, not as seconds since 1970 (``from=0`` failed in the database)."""
+    return dt.datetime.fromtimestamp(epoch_ms // 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _bucket_start(buckets: Buckets, t: str) -> str:
@@ -177,8 +184,8 @@ def _bucket_parameters(buckets: Buckets) -> dict[str, Any]:
 
 
 def _where(question: Question) -> tuple[str, dict[str, Any]]:
-    parameters: dict[str, Any] = {"account": question.account, "start": question.start_ms // 1000,
-                                  "end": question.end_ms // 1000}
+    parameters: dict[str, Any] = {"account": question.account, "start": utc_text(question.start_ms),
+                                  "end": utc_text(question.end_ms)}
     clauses = ["account = {account:String}", "minute >= {start:DateTime('UTC')}", "minute < {end:DateTime('UTC')}",
                *_filters(question, parameters)]
     return " AND ".join(clauses), parameters

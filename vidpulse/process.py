@@ -40,6 +40,7 @@ from queries.dashboard import dashboard_router
 from queries.export import export_router
 from queries.live import LiveHub, LiveMetrics
 from queries.live_api import live_router
+from queries.livepeer import livepeer_router
 from queries.retention import retention_router
 from vidpulse.devaccount import provision_dev_account
 
@@ -153,6 +154,7 @@ class Process:
             for router in (query_router, retention_router, export_router):
                 app.include_router(router(context))
             app.include_router(live_router(context, self.live))
+            app.include_router(livepeer_router(context, self.live))
             app.include_router(dashboard_router())
         return app
 
