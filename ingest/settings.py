@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     query_max_execution_s: int = Field(30, ge=1, description="a query running longer is stopped: 422")
     query_max_rows_to_read: int = Field(2_000_000_000, ge=1000, description="a query reading more rows: 422")
     query_max_memory_bytes: int = Field(4 << 30, ge=1 << 20, description="a query needing more memory: 422")
+    mcp_api_url: str = Field("http://127.0.0.1:8080", description="`vidpulse mcp`: the vidpulse API its tools ask")
+    mcp_key: SecretStr = Field(SecretStr(""), description="`vidpulse mcp`: the API key its tools ask with")
     data_dir: Path = Path("./data")
     worker_group: str = Field("", description="Faust app id and consumer group; default <topic prefix>worker")
 

@@ -43,6 +43,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command in ("accounts", "keys"):
         return admin.run(args, settings)
+    if args.command == "mcp":
+        return _mcp(settings)
     if args.command == "simulate":
         from ingest.simulator import run_simulation
 
@@ -54,6 +56,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             raise BrokerError("VIDPULSE_KAFKA_BOOTSTRAP is required for a lone tracker or worker")
         bootstrap = local_broker()
     return asyncio.run(_serve(settings, roles, bootstrap, dev_account=args.command == "up"))
+
+
+def _mcp(settings: Settings) -> int:
+    """MCP over stdio for an assistant on this machine; its tools ask a running vidpulse API with the key."""
+    from queries.mcp import build_server, remote_client
+
+    key = settings.mcp_key.get_secret_value()
+    if not key:
+        print("vidpulse mcp: set VIDPULSE_MCP_KEY to a vidpulse API key (and VIDPULSE_MCP_API_URL to the API, "
+              f"now {settings.mcp_api_url})", file=sys.stderr)
+        return 2
+    asyncio.run(build_server(remote_client(settings.mcp_api_url, key)).run_stdio_async())
+    return 0
 
 
 async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str, dev_account: bool) -> int:
@@ -89,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="the Faust worker (with /metrics)")
     commands.add_parser("api", help="the query API only")
     commands.add_parser("migrate", help="apply ClickHouse schema migrations")
+    commands.add_parser("mcp", help="MCP server over stdio for assistants (VIDPULSE_MCP_KEY, VIDPULSE_MCP_API_URL)")
     admin.add_commands(commands)
     simulate = commands.add_parser("simulate", help="drive realistic player traffic and write the ground truth")
     simulate.add_argument("--url", default="http://127.0.0.1:8080",

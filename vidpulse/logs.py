@@ -94,6 +94,8 @@ def configure(level: str = "INFO") -> None:
         logger.propagate = name != UVICORN_ACCESS
         logger.setLevel(logging.NOTSET)
     logging.getLogger(UVICORN_ACCESS).disabled = True
+    # httpx logs every request URL at INFO: the MCP tools' calls of the REST API are not worth a line each
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     error_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(existing, WebSocketLineFilter) for existing in error_log.filters):
         error_log.addFilter(WebSocketLineFilter())

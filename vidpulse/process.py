@@ -17,9 +17,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from mcp.server.transport_security import TransportSecuritySettings
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.routing import Route
 
-from aggregations.accounts import ApiKey, active_keys, active_origins
+from aggregations.accounts import ApiKey, active_keys, active_origins, hash_key
 from aggregations.clickhouse import ClickHouse, connect
 from aggregations.live import LiveWindow
 from aggregations.livetail import LiveTail
@@ -41,6 +44,7 @@ from queries.export import export_router
 from queries.live import LiveHub, LiveMetrics
 from queries.live_api import live_router
 from queries.livepeer import livepeer_router
+from queries.mcp import KeyRequired, build_server, in_process_client
 from queries.retention import retention_router
 from vidpulse.devaccount import provision_dev_account
 
@@ -58,6 +62,8 @@ class Process:
         self.db: ClickHouse | None = None
         self.worker_db = self.producer = self.worker = None
         self.directories: list[Directory] = []
+        self._services = contextlib.AsyncExitStack()  # what runs for as long as the process: the MCP sessions
+        self._mcp: object | None = None
         if roles & {"worker", "api"}:
             migrate(settings.clickhouse_url, settings.clickhouse_database)
             self.db = connect(settings.clickhouse_url, settings.clickhouse_database, settings.query_limits)
@@ -114,9 +120,12 @@ class Process:
             await self.worker.start()
         if "api" in self.roles and self.live.tail:
             await self.live.tail.start()
+        if self._mcp is not None:
+            await self._services.enter_async_context(self._mcp.session_manager.run())  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         """Live streams first, then the worker (it flushes to ClickHouse), then the producer, then the database."""
+        await self._services.aclose()
         if "api" in self.roles:
             await self.live.stop()
             if self.live.tail:
@@ -156,7 +165,20 @@ class Process:
             app.include_router(live_router(context, self.live))
             app.include_router(livepeer_router(context, self.live))
             app.include_router(dashboard_router())
+            self._mount_mcp(app)
         return app
+
+    def _mount_mcp(self, app: FastAPI) -> None:
+        """/mcp: MCP over streamable HTTP; each tool asks this app's REST API with the request's key. Stateless
+        JSON answers; no DNS-rebinding check, since every request must carry a key (no cookie or ambient
+        authority a rebound page could borrow)."""
+        server = build_server(in_process_client(app))
+        server.streamable_http_app(stateless_http=True, json_response=True,
+                                   transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        endpoint = KeyRequired(StreamableHTTPASGIApp(server.session_manager),
+                               lambda key: bool(key) and self.keys.get(hash_key(key)) is not None)
+        app.router.routes.append(Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]))
+        self._mcp = server
 
     async def _readyz(self) -> Response:
         """Ready when every part can do its job. A tracker can while Kafka is down, into its spool:

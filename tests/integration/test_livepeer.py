@@ -5,52 +5,35 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.beacons import eventually, get
+from tests.integration.beacons import get
+from tests.integration.conftest import SIMULATED
 from tests.vidpulse_process import VidpulseProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 ROOT = Path(__file__).resolve().parents[2]
 SDK_PYTHON = ROOT / ".cache" / "livepeer-0.3.0" / "bin" / "python"
 CLIENT = Path(__file__).resolve().parent / "livepeer_client.py"
-ACCOUNT = "lp"
+ACCOUNT = SIMULATED
 QUALITY = "video_view,watch_minutes,ttff_p50_ms,rebuffer_ratio,error_rate,exit_before_start_rate"
 NAMES = {"video_view": "viewCount", "watch_minutes": "playtimeMins", "ttff_p50_ms": "ttffMs",
          "rebuffer_ratio": "rebufferRatio", "error_rate": "errorRate", "exit_before_start_rate": "exitsBeforeStart"}
 
 
-@pytest.fixture(scope="module")
-def simulated(_kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VidpulseProcess]:
-    if not SDK_PYTHON.exists():
-        pytest.fail(f"Livepeer's SDK is not installed at {SDK_PYTHON.parent.parent}: run `make install`", pytrace=False)
-    folder = tmp_path_factory.mktemp("livepeer")
-    process = VidpulseProcess(_kafka_bootstrap, folder, f"p{time.time_ns() % 10**12}", accounts=(ACCOUNT,),
-                              flush_interval_s="0.5", session_close_grace_s="5", rate_limit_key="100000/second")
-    process.start()
-    try:
-        done = subprocess.run([sys.executable, "-m", "vidpulse.cli", "simulate", "--url", process.url, "--account",
-                               ACCOUNT, "--sessions", "40", "--truth", str(folder / "truth.json")],
-                              capture_output=True, text=True, timeout=300, env=process.env)
-        assert done.returncode == 0, done.stderr[-2000:]
-        views = json.loads((folder / "truth.json").read_text())["totals"]["account"]["video_view"]
-        counted = eventually(lambda: total(process, "video_view"), views, timeout_s=60)
-        assert counted == views
-        yield process
-    finally:
-        process.stop()
-
-
 def total(process: VidpulseProcess, metric: str, **params: str) -> Any:
     rows = get(process, "events", ACCOUNT, dimensions="account", metrics=metric, **params)["data"]
     return rows[0]["totals"][metric] if rows else 0
+
+
+@pytest.fixture(autouse=True)
+def _sdk_installed() -> None:
+    if not SDK_PYTHON.exists():
+        pytest.fail(f"Livepeer's SDK is not installed at {SDK_PYTHON.parent.parent}: run `make install`", pytrace=False)
 
 
 def read_with_the_sdk(process: VidpulseProcess, video: str) -> dict[str, Any]:
