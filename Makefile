@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries simulate clean
+.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries simulate clean screenshots
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
@@ -41,10 +41,17 @@ integration: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The dashboard's front-end dependency (uPlot) comes from npm and is served by the API itself (no CDN).
+# Livepeer's SDK, which the tests drive unmodified, pins pydantic and httpx versions of its own: it gets
+# a virtual environment of its own under .cache/.
+LIVEPEER_VENV := .cache/livepeer-0.3.0
+$(STAMP): pyproject.toml queries/dashboard/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	npm ci --prefix queries/dashboard --no-audit --no-fund --loglevel=error
+	$(PYTHON) -m venv $(LIVEPEER_VENV)
+	$(LIVEPEER_VENV)/bin/pip install --quiet livepeer==0.3.0
 	bash deploy/kafka/kafka.sh fetch
 	touch $(STAMP)
 
@@ -60,9 +67,13 @@ bench: $(STAMP)
 bench-queries: $(STAMP)
 	$(BIN)/python bench/query_latency.py
 
+# The dashboard's pictures in docs/ (shown in the README), taken by its browser tests in Chromium.
+screenshots: $(STAMP) browser-deps
+	VIDPULSE_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/browser/test_dashboard.py
+
 clean:
 	bash deploy/kafka/kafka.sh stop || true
-	rm -rf $(VENV) .cache data
+	rm -rf $(VENV) .cache data queries/dashboard/node_modules
 
 # Realistic traffic against a running `VIDPULSE_TRUSTED_PROXIES=127.0.0.1 make run`.
 simulate: $(STAMP)
