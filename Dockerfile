@@ -5,6 +5,12 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# ---- dashboard: its one front-end dependency (uPlot) from npm, pinned by package-lock.json.
+FROM node:20-slim AS dashboard
+WORKDIR /dashboard
+COPY queries/dashboard/package.json queries/dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+
 # ---- build: install the project into a virtualenv that the runtime stage copies.
 FROM ${PYTHON_IMAGE} AS build
 
@@ -29,6 +35,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt
 # Then the project itself (.dockerignore keeps caches, venvs, data and tests out).
 COPY . .
+COPY --from=dashboard /dashboard/node_modules/uplot/dist queries/dashboard/node_modules/uplot/dist
 RUN pip install --no-deps . \
     && vidpulse --help >/dev/null
 
