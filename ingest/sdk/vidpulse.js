@@ -6,6 +6,8 @@
  *   import { attach } from "https://tracker.example/sdk/vidpulse.mjs";  // or <script src=".../vidpulse.js">
  *   const handle = attach(video, {endpoint, account, player, video: "id", live, user});  // window.vidpulse
  *   handle.adStart({serverSide: true});  handle.destroy();
+ *   const badge = liveViewers(element, {account, video: "id", key: "vp_pk_..."});  badge.stop();
+ *   <vidpulse-viewers account="1234" video="5555" key="vp_pk_..."></vidpulse-viewers>
  *
  * Session: one per playback of one source; a source change or a replay after `ended` starts a new one.
  * Watched time: content seconds the playhead advanced between samples while playing (not paused, seeking
@@ -320,5 +322,163 @@
     }
   }
 
-  global.vidpulse = { attach, version };
+  /*
+   * Live viewers badge: "1,234 watching" for one video, pushed by the API's /v1/live channel over a WebSocket.
+   * The key travels as a Sec-WebSocket-Protocol value (["vidpulse", key]), never in a URL. The socket is opened
+   * again after any close (1 s doubling to 30 s, ±25 % jitter, reset by a message with viewers), except after a
+   * refusal retrying cannot heal (4400, 4401, 4403: the text is cleared and a warning logged). A socket silent
+   * for longer than three keep-alives is taken for dead and replaced. Usage and limits in README.md.
+   */
+  const LIVE_DEFAULTS = { label: "watching", minDelayMs: 1000, maxDelayMs: 30000, silenceMs: 35000 };
+  const FINAL_CLOSES = [4400, 4401, 4403]; // bad question, unknown or revoked key, key not allowed: retrying cannot help
+  const PUBLIC_KEY = /^vp_pk_[A-Za-z0-9_-]{1,200}$/;
+  const BADGE_TAG = "vidpulse-viewers";
+  const BADGE_ATTRIBUTES = ["account", "video", "key", "endpoint", "label", "locale"];
+
+  /** The API's /v1/live WebSocket URL: `endpoint` (its base URL; a path from /v1/ on is dropped), else the
+   *  origin this SDK was served from. */
+  function liveUrl(endpoint, account, video) {
+    const url = new URL(endpoint || "/", endpoint ? location.href : SCRIPT_URL);
+    const base = url.pathname.replace(/\/v1(\/.*)?$/, "").replace(/\/+$/, "");
+    url.protocol = url.protocol === "https:" || url.protocol === "wss:" ? "wss:" : "ws:";
+    url.pathname = `${base}/v1/live/accounts/${encodeURIComponent(account)}`;
+    url.search = `?where=${encodeURIComponent(`video==${video}`)}&fields=viewers`;
+    url.hash = "";
+    return url.href;
+  }
+
+  function numberFormat(locale) {
+    try { const format = new Intl.NumberFormat(locale || undefined); return (n) => format.format(n); } catch (_) {
+      return (n) => String(n);
+    }
+  }
+
+  function watchViewers(el, options) {
+    if (!el || typeof el.setAttribute !== "function" || !("textContent" in el)) {
+      throw new TypeError("vidpulse.liveViewers(element, options): element must be a DOM element");
+    }
+    const account = clean(options.account, 64), video = clean(options.video, 128), key = clean(options.key, 256);
+    if (!IDENT.test(account)) throw new TypeError("vidpulse.liveViewers: account must be 1-64 chars of [A-Za-z0-9_-]");
+    if (!video || /[,;]/.test(video)) throw new TypeError("vidpulse.liveViewers: video must be one video id (no , or ;)");
+    if (!PUBLIC_KEY.test(key)) {
+      throw new TypeError(/^vp_sk_/.test(key) ? "vidpulse.liveViewers: a secret key must never be put in a page; "
+        + "create a public key for this video, the metric ccu and this page's origin" : "vidpulse.liveViewers: key must be a public key (vp_pk_...)");
+    }
+    if (typeof WebSocket !== "function") throw new TypeError("vidpulse.liveViewers: this browser has no WebSocket");
+    const cfg = { ...LIVE_DEFAULTS, ...options }, url = liveUrl(options.endpoint, account, video);
+    const label = typeof options.label === "function" ? options.label : options.label == null ? cfg.label : String(options.label);
+    const format = numberFormat(options.locale);
+    let socket = null, timer = null, silence = null, failures = 0, viewers = null, state = "", stopped = false;
+
+    function setState(next) {
+      if (state !== next) { state = next; el.setAttribute("data-state", next); }
+    }
+    function render(n) {
+      viewers = n;
+      const shown = format(n);
+      const text = typeof label === "function" ? clean(label(n, shown), 200)
+        : label.includes("{n}") ? label.split("{n}").join(shown) : label ? `${shown} ${label}` : shown;
+      if (el.textContent !== text) el.textContent = text;
+    }
+    function drop(ws) { // forget a socket: its late events change nothing
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000); } catch (_) { /* already closing */ }
+    }
+    function awake(ws) { // a socket silent for longer than a few keep-alives is dead (sleep, a lost network)
+      clearTimeout(silence);
+      silence = setTimeout(guard(() => { if (socket === ws) { socket = null; drop(ws); retry(); } }), cfg.silenceMs);
+    }
+    function retry() {
+      clearTimeout(silence);
+      if (stopped) return;
+      setState("retrying");
+      const delay = Math.min(cfg.maxDelayMs, cfg.minDelayMs * 2 ** failures) * (0.75 + Math.random() * 0.5);
+      failures += 1;
+      timer = setTimeout(guard(connect), delay);
+    }
+    function connect() {
+      timer = null;
+      if (stopped) return;
+      setState("connecting");
+      let ws;
+      try { ws = socket = new WebSocket(url, ["vidpulse", key]); } catch (error) { // blocked (mixed content): final
+        setState("refused"); warn(error); return;
+      }
+      let refusal = "";
+      awake(ws); // a handshake that hangs is replaced like a silent socket
+      ws.onopen = guard(() => awake(ws));
+      ws.onmessage = guard((event) => {
+        awake(ws);
+        let message = null;
+        try { message = JSON.parse(event.data); } catch (_) { return; }
+        if (message && message.error) { refusal = clean(message.error, 300); return; }
+        const n = message && message.current ? message.current.viewers : undefined;
+        if (typeof n === "number" && n >= 0 && isFinite(n)) { failures = 0; setState("live"); render(n); }
+      });
+      ws.onclose = guard((event) => {
+        if (socket !== ws) return;
+        socket = null;
+        if (FINAL_CLOSES.includes(event.code)) {
+          clearTimeout(silence);
+          setState("refused");
+          viewers = null;
+          el.textContent = "";
+          warn(`live viewers of ${account}/${video} refused (${event.code - 4000}): ${refusal || event.reason || "no reason"}; not retrying`);
+          return;
+        }
+        retry();
+      });
+    }
+
+    connect();
+    return {
+      get viewers() { return viewers; },
+      get state() { return state; },
+      stop: guard(() => {
+        if (stopped) return;
+        stopped = true;
+        clearTimeout(timer); clearTimeout(silence);
+        if (socket) { drop(socket); socket = null; }
+        setState("stopped");
+      }),
+    };
+  }
+
+  /** Shows the live viewers of one video in `element` ("1,234 watching"); returns a handle with stop(), and
+   *  read-only `viewers` and `state`. Never throws: invalid arguments log a warning and give an idle handle. */
+  function liveViewers(element, options) {
+    try { return watchViewers(element, options || {}); } catch (error) {
+      warn(error);
+      return { viewers: null, state: "invalid", stop() {} };
+    }
+  }
+
+  /** <vidpulse-viewers account video key [endpoint] [label] [locale]>: a liveViewers badge while in the document. */
+  function defineBadge() {
+    if (typeof customElements === "undefined" || typeof HTMLElement === "undefined" || customElements.get(BADGE_TAG)) return;
+    class VidpulseViewers extends HTMLElement {
+      static get observedAttributes() { return BADGE_ATTRIBUTES; }
+      connectedCallback() { this.refresh(); }
+      disconnectedCallback() { this.refresh(); }
+      attributeChangedCallback() { this.refresh(); }
+      get viewers() { return this._vpHandle ? this._vpHandle.viewers : null; }
+      refresh() { // one restart for a burst of changes (the parser sets every attribute, then connects)
+        if (this._vpQueued) return;
+        this._vpQueued = true;
+        Promise.resolve().then(guard(() => {
+          this._vpQueued = false;
+          if (this._vpHandle) this._vpHandle.stop();
+          this._vpHandle = null;
+          if (!this.isConnected) return;
+          const options = {};
+          for (const name of BADGE_ATTRIBUTES) if (this.hasAttribute(name)) options[name] = this.getAttribute(name);
+          this._vpHandle = liveViewers(this, options);
+        }));
+      }
+    }
+    customElements.define(BADGE_TAG, VidpulseViewers);
+  }
+  guard(defineBadge)();
+
+  global.vidpulse = { attach, liveViewers, version };
 })(typeof self !== "undefined" ? self : this);

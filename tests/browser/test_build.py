@@ -12,4 +12,5 @@ def test_the_classic_script_is_the_current_build_of_the_module():
 def test_the_classic_build_drops_module_syntax_and_defines_the_global():
     built = build.build(build.MODULE.read_text())
     assert "import.meta" not in built and "\nexport " not in built and "\n  export " not in built
-    assert "global.vidpulse = { attach, version };" in built
+    assert "global.vidpulse = { attach, liveViewers, version };" in built
+    assert "customElements.define(BADGE_TAG, VidpulseViewers);" in built  # the badge element, in both builds
