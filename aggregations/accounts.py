@@ -22,7 +22,7 @@ KeyKind = Literal["secret", "public"]
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
-_ACCOUNT_COLUMNS = ["account", "name", "origins", "active", "created_at", "version"]
+_ACCOUNT_COLUMNS = ["account", "name", "origins", "active", "created_at", "monthly_event_quota", "version"]
 _KEY_COLUMNS = ["key_id", "account", "kind", "key_hash", "name", "videos", "metrics", "origins", "rate_limit",
                 "created_at", "revoked_at", "version"]
 
@@ -38,6 +38,7 @@ class Account:
     origins: tuple[str, ...]  # empty: any origin may send beacons (the protocol's default)
     active: bool
     created_at: dt.datetime
+    monthly_event_quota: int = 0  # accepted events per UTC month; 0: no quota
 
 
 @dataclass(frozen=True)
@@ -70,23 +71,28 @@ def new_key(kind: KeyKind) -> tuple[str, str]:
     return key_id, f"vp_{kind[0]}k_{key_id}_{secrets.token_urlsafe(24)}"
 
 
-def create_account(db: ClickHouse, account: str, name: str = "", origins: tuple[str, ...] = ()) -> Account:
+def create_account(db: ClickHouse, account: str, name: str = "", origins: tuple[str, ...] = (),
+                   monthly_event_quota: int = 0) -> Account:
     if not ACCOUNT_ID.match(account):
         raise AccountError(f"account id {account!r} must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
     if find_account(db, account) is not None:
         raise AccountError(f"account {account} exists already")
-    created = Account(account, name, _origins(origins), True, _now())
+    created = Account(account, name, _origins(origins), True, _now(), _quota(monthly_event_quota))
     _write_account(db, created)
     return created
 
 
 def update_account(db: ClickHouse, account: str, name: str | None = None,
-                   origins: tuple[str, ...] | None = None, active: bool | None = None) -> Account:
-    """None leaves a field as it is; ``active=False`` deletes (data stays; beacons and keys are refused)."""
+                   origins: tuple[str, ...] | None = None, active: bool | None = None,
+                   monthly_event_quota: int | None = None) -> Account:
+    """None leaves a field as it is; ``active=False`` deletes (data stays; beacons and keys are refused);
+    a quota of 0 removes the quota."""
     current = _existing(db, account)
     changed = replace(current, name=current.name if name is None else name,
                       origins=current.origins if origins is None else _origins(origins),
-                      active=current.active if active is None else active)
+                      active=current.active if active is None else active,
+                      monthly_event_quota=current.monthly_event_quota if monthly_event_quota is None
+                      else _quota(monthly_event_quota))
     _write_account(db, changed)
     return changed
 
@@ -146,6 +152,17 @@ def active_origins(db: ClickHouse) -> dict[str, tuple[str, ...]]:
     return {account: tuple(origins) for account, origins in rows}
 
 
+def quota_usage(db: ClickHouse) -> dict[str, tuple[int, int]]:
+    """What a tracker needs to enforce quotas: (monthly quota, events accepted this UTC month) of every active
+    account that has a quota."""
+    rows = db.query("SELECT a.account, a.monthly_event_quota, ifNull(u.used, 0) FROM "
+                    "(SELECT account, monthly_event_quota FROM accounts FINAL WHERE active AND monthly_event_quota > 0) "
+                    "AS a LEFT JOIN (SELECT account, sum(events) AS used FROM usage_daily "
+                    "WHERE day >= toStartOfMonth(toDate(now('UTC'))) GROUP BY account) AS u ON a.account = u.account "
+                    "SETTINGS join_use_nulls = 1")
+    return {account: (int(quota), int(used)) for account, quota, used in rows}
+
+
 def active_keys(db: ClickHouse) -> dict[str, ApiKey]:
     """What the API needs: the keys that open something, by hash (revoked keys and deleted accounts' keys: none)."""
     rows = db.query(f"SELECT {', '.join('k.' + c for c in _KEY_COLUMNS[:-1])} FROM api_keys AS k FINAL "
@@ -174,6 +191,12 @@ def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(normal))
 
 
+def _quota(events: int) -> int:
+    if events < 0:
+        raise AccountError("a monthly event quota is a whole number of events (0: none)")
+    return events
+
+
 def _check_rate(rate: str) -> None:
     if not rate:
         return
@@ -191,7 +214,8 @@ def _version(db: ClickHouse, table: str, column: str, value: str) -> int:
 
 def _write_account(db: ClickHouse, account: Account) -> None:
     db.insert("accounts", [(account.account, account.name, list(account.origins), account.active,
-                            account.created_at, _version(db, "accounts", "account", account.account))], _ACCOUNT_COLUMNS)
+                            account.created_at, account.monthly_event_quota,
+                            _version(db, "accounts", "account", account.account))], _ACCOUNT_COLUMNS)
 
 
 def _write_key(db: ClickHouse, key: ApiKey) -> None:
@@ -201,8 +225,8 @@ def _write_key(db: ClickHouse, key: ApiKey) -> None:
 
 
 def _account(row: tuple[Any, ...]) -> Account:
-    account, name, origins, active, created_at = row
-    return Account(account, name, tuple(origins), bool(active), created_at)
+    account, name, origins, active, created_at, quota = row
+    return Account(account, name, tuple(origins), bool(active), created_at, int(quota))
 
 
 def _key(row: tuple[Any, ...]) -> ApiKey:

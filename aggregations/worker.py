@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from aggregations.clickhouse import ClickHouse
 from aggregations.metrics import WorkerMetrics
+from aggregations.rejections import RejectionSink
 from aggregations.sink import EventSink, SinkConfig
 from aggregations.writer import ClickHouseWriter
 from ingest.models import EnrichedBatch
@@ -45,6 +46,13 @@ class Worker:
         self._stream: Any = None
         self._reloading: asyncio.Future[None] | None = None
         self.app.agent(self.topic, name="sink")(self._consume)
+        # the tracker's refusals, counted per account for the usage report
+        self.dead_letters = self.app.topic(settings.dead_letter_topic, value_type=bytes, key_type=bytes,
+                                           partitions=settings.topic_partitions)
+        self.rejections = RejectionSink(db, self._ack_rejection)
+        self._rejection_stream: Any = None
+        self.app.agent(self.dead_letters, name="rejections")(self._consume_rejections)
+        self.app.timer(settings.flush_interval_s)(self.rejections.flush)
         # ticking at half the interval keeps a batch from waiting almost two intervals for its tick
         self.app.timer(settings.flush_interval_s / 2)(self.sink.flush_due)
         self.app.on_partitions_revoked.connect(self._on_revoked)
@@ -57,6 +65,7 @@ class Worker:
     async def stop(self) -> None:
         """Flushes what it can first, so a clean shutdown leaves nothing to replay."""
         flushed = await self.sink.flush_all()
+        await self.rejections.flush()
         log.info("shutdown: flushed %d pending batches", flushed)
         await self.app.stop()
 
@@ -65,6 +74,14 @@ class Worker:
         async for event in self._stream.events():
             message = event.message
             await self.sink.add(message.partition, message.offset, _decode(event.value), event)
+
+    async def _consume_rejections(self, stream: Any) -> None:
+        self._rejection_stream = stream.noack()
+        async for event in self._rejection_stream.events():
+            await self.rejections.add(event.message.partition, event.message.offset, event.value, event)
+
+    async def _ack_rejection(self, event: Any) -> None:
+        await self._rejection_stream.ack(event)
 
     async def _ack(self, event: Any) -> None:
         await self._stream.ack(event)

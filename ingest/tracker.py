@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import logging
 import time
 from typing import Any
@@ -43,7 +44,9 @@ class Tracker:
     directory of accounts (account → the origins it allows, empty for any)."""
 
     def __init__(self, settings: Settings, producer: EventProducer, metrics: TrackerMetrics,
-                 accounts: Directory[tuple[str, ...]]) -> None:
+                 accounts: Directory[tuple[str, ...]], quotas: Directory[tuple[int, int]] | None = None) -> None:
+        """``quotas``: account → (monthly event quota, events accepted this month as last loaded), for the
+        accounts that have a quota."""
         if settings.fingerprint_salt.get_secret_value() == DEFAULT_SALT:
             log.warning("VIDPULSE_FINGERPRINT_SALT is the public development default: anyone can recompute "
                         "fingerprints; set a secret before real traffic")
@@ -51,6 +54,9 @@ class Tracker:
         self._producer = producer
         self._metrics = metrics
         self._accounts = accounts
+        self._quotas = quotas
+        self._accepted_since_load: dict[str, int] = {}  # what this tracker accepted since the quotas' last load
+        self._quotas_loaded_at: float | None = None
         self._limits = RateLimits({"ip": settings.rate_limit_ip, "account": settings.rate_limit_account})
         self._locator = Locator(settings.geoip_city_db)
 
@@ -109,6 +115,7 @@ class Tracker:
         envelope = await self._envelope(payload, sender)
         self._check_account(envelope.account, origin)
         self._check_rate("account", envelope.account)
+        self._check_quota(envelope.account)
         if len(envelope.events) > self._settings.max_events_per_batch:
             raise BeaconError(413, f"at most {self._settings.max_events_per_batch} events per batch")
         accepted, rejected = check_events(envelope, sender.received_at_ms, self._settings.lateness_s)
@@ -118,10 +125,27 @@ class Tracker:
         letters = [_dead_letter(rejection, envelope, sender) for rejection in rejected]
         await self._publish(batch, letters)
         self._metrics.events_accepted.inc(len(accepted))
+        if self._quotas is not None and self._quotas.get(envelope.account) is not None:
+            self._accepted_since_load[envelope.account] = self._accepted_since_load.get(envelope.account, 0) + len(accepted)
         for rejection in rejected:
             self._metrics.rejected(rejection.error)
         return _json(202, {"accepted": len(accepted), "rejected": len(rejected),
                            "errors": [{"index": r.index, "error": r.error} for r in rejected]})
+
+    def _check_quota(self, account: str) -> None:
+        """Refuses the account's beacons once its month's accepted events reach its quota: the store's count
+        (refreshed every few seconds) plus what this tracker accepted since. A batch that starts below the
+        quota is accepted whole, so an account may end a month a batch or a refresh's traffic above it."""
+        if self._quotas is None or (found := self._quotas.get(account)) is None:
+            return
+        if self._quotas.loaded_at != self._quotas_loaded_at:
+            self._quotas_loaded_at, self._accepted_since_load = self._quotas.loaded_at, {}
+        quota, used = found
+        if used + self._accepted_since_load.get(account, 0) >= quota:
+            self._metrics.rate_limited.labels("quota").inc()
+            raise BeaconError(429, f"account {account} has used its monthly quota of {quota} accepted events; it renews "
+                                   "on the 1st (UTC), or raise it with `vidpulse accounts update "
+                                   f"{account} --quota N`", headers={"Retry-After": str(_seconds_to_next_month())})
 
     def _check_account(self, account: str, origin: str | None) -> None:
         if not self._accounts.loaded:
@@ -197,6 +221,12 @@ def _parse_json(body: bytes) -> Any:
 def _account_of(payload: Any) -> str | None:
     account = payload.get("account") if isinstance(payload, dict) else None
     return account.strip() if isinstance(account, str) else None
+
+
+def _seconds_to_next_month() -> int:
+    now = time.gmtime()
+    year, month = (now.tm_year + 1, 1) if now.tm_mon == 12 else (now.tm_year, now.tm_mon + 1)
+    return max(1, int(calendar.timegm((year, month, 1, 0, 0, 0)) - time.time()))
 
 
 def _event_count(payload: Any) -> int:

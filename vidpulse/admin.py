@@ -28,7 +28,7 @@ def add_commands(commands: Any) -> None:
     create.add_argument("account", nargs="+", help="1-64 characters of A-Z a-z 0-9 _ -")
     _account_options(create)
     accounts.add_parser("list", help="every account, deleted ones included").add_argument("--json", action="store_true")
-    update = accounts.add_parser("update", help="change an account's name or allowed origins")
+    update = accounts.add_parser("update", help="change an account's name, allowed origins or monthly event quota")
     update.add_argument("account")
     _account_options(update)
     update.add_argument("--any-origin", action="store_true", help="allow beacons from any origin again")
@@ -76,11 +76,13 @@ def _account_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name")
     parser.add_argument("--origin", action="append", help="a page origin allowed to send beacons (repeat); "
                                                           "none: any origin")
+    parser.add_argument("--quota", type=int, help="accepted events per UTC month; beyond it the trackers answer 429 "
+                                                  "(0: no quota)")
 
 
 def _create_accounts(db: ClickHouse, args: argparse.Namespace) -> int:
     for account in args.account:
-        created = store.create_account(db, account, args.name or "", tuple(args.origin or ()))
+        created = store.create_account(db, account, args.name or "", tuple(args.origin or ()), args.quota or 0)
         print(f"created account {created.account}")
     return 0
 
@@ -88,15 +90,16 @@ def _create_accounts(db: ClickHouse, args: argparse.Namespace) -> int:
 def _list_accounts(db: ClickHouse, args: argparse.Namespace) -> int:
     found = store.list_accounts(db)
     rows = [{"account": a.account, "name": a.name, "origins": list(a.origins), "active": a.active,
-             "created_at": a.created_at.isoformat()} for a in found]
-    _print(rows, args.json, "{account:<24} {active!s:<6} {name:<24} {origins}")
+             "created_at": a.created_at.isoformat(), "monthly_event_quota": a.monthly_event_quota} for a in found]
+    _print(rows, args.json, "{account:<24} {active!s:<6} {name:<24} {monthly_event_quota:<12} {origins}")
     return 0
 
 
 def _update_account(db: ClickHouse, args: argparse.Namespace) -> int:
     origins = () if args.any_origin else (tuple(args.origin) if args.origin else None)
-    updated = store.update_account(db, args.account, name=args.name, origins=origins)
-    print(f"updated account {updated.account}: origins {', '.join(updated.origins) or 'any'}")
+    updated = store.update_account(db, args.account, name=args.name, origins=origins, monthly_event_quota=args.quota)
+    print(f"updated account {updated.account}: origins {', '.join(updated.origins) or 'any'}, monthly event quota "
+          f"{updated.monthly_event_quota or 'none'}")
     return 0
 
 

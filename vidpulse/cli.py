@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
@@ -72,13 +73,14 @@ def _mcp(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str, dev_account: bool) -> int:
-    app = Process(settings, roles, bootstrap, dev_account).http_app()
+    process = Process(settings, roles, bootstrap, dev_account)
+    app = process.http_app()
     # outermost, so even the 500 that Starlette writes for an unhandled error carries X-Request-ID;
     # log_config=None keeps our JSON handlers, and our middleware writes the access log (no client address)
     config = uvicorn.Config(logs.RequestIdMiddleware(app), host=settings.http_host, port=settings.http_port,
                             log_level="info", proxy_headers=False, timeout_graceful_shutdown=30, log_config=None,
                             access_log=False)
-    server = _Server(config)
+    server = _Server(config, on_exit=process.closing)
     await server.serve()
     return 1 if getattr(server.lifespan, "shutdown_failed", False) else 0
 
@@ -87,6 +89,16 @@ class _Server(uvicorn.Server):
     """uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down, so the process would die by the
     signal (status 143) even after a clean, flushed shutdown: swallow it then and exit 0 (1 when the shutdown
     raised). After a forced exit (a second Ctrl+C: nothing flushed) the signal goes through."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """uvicorn drains open connections before the app hears of the shutdown: endless streams (live
+        server-sent events) are told now, or they would hold the drain for its whole timeout."""
+        self._on_exit()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -22,7 +22,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.routing import Route
 
-from aggregations.accounts import ApiKey, active_keys, active_origins, hash_key
+from aggregations.accounts import ApiKey, active_keys, active_origins, hash_key, quota_usage
 from aggregations.clickhouse import ClickHouse, connect
 from aggregations.live import LiveWindow
 from aggregations.livetail import LiveTail
@@ -46,6 +46,7 @@ from queries.live_api import live_router
 from queries.livepeer import livepeer_router
 from queries.mcp import KeyRequired, build_server, in_process_client
 from queries.retention import retention_router
+from queries.usage import usage_router
 from vidpulse.devaccount import provision_dev_account
 
 Check = Callable[[], Awaitable[bool]]
@@ -73,7 +74,10 @@ class Process:
         if "tracker" in roles:
             self.accounts: Directory[tuple[str, ...]] = Directory(
                 "accounts", self._loader(active_origins), settings.accounts_refresh_s, settings.accounts_snapshot, tuple)
-            self.directories.append(self.accounts)
+            # without a load (database down since start) no quota is enforced: beacons are never refused for it
+            self.quotas: Directory[tuple[int, int]] = Directory("quotas", self._loader(quota_usage),
+                                                                settings.accounts_refresh_s)
+            self.directories += [self.accounts, self.quotas]
             self.tracker_metrics = TrackerMetrics(self.registry)
             self.producer = EventProducer(bootstrap, (settings.events_topic, settings.dead_letter_topic),
                                           settings.topic_partitions, Spool(settings.spool_folder, settings.spool_max_bytes),
@@ -123,6 +127,11 @@ class Process:
         if self._mcp is not None:
             await self._services.enter_async_context(self._mcp.session_manager.run())  # type: ignore[attr-defined]
 
+    def closing(self) -> None:
+        """The server begins to shut down: live streams end now (clients reconnect to another process)."""
+        if "api" in self.roles:
+            self.live.closing = True
+
     async def stop(self) -> None:
         """Live streams first, then the worker (it flushes to ClickHouse), then the producer, then the database."""
         await self._services.aclose()
@@ -156,11 +165,12 @@ class Process:
         app.add_api_route("/readyz", self._readyz, methods=["GET"], include_in_schema=False)
         app.add_api_route("/metrics", self._metrics, methods=["GET"], include_in_schema=False)
         if self.producer:
-            app.router.routes.extend(Tracker(self.settings, self.producer, self.tracker_metrics, self.accounts).routes())
+            app.router.routes.extend(Tracker(self.settings, self.producer, self.tracker_metrics, self.accounts,
+                                             self.quotas).routes())
         if "api" in self.roles and self.db is not None:
             guard = Guard(self.keys, self.settings.rate_limit_key, self.settings.trusted_networks)
             context = QueryContext(self.db, QueryMetrics(self.registry), guard)
-            for router in (query_router, retention_router, export_router):
+            for router in (query_router, retention_router, export_router, usage_router):
                 app.include_router(router(context))
             app.include_router(live_router(context, self.live))
             app.include_router(livepeer_router(context, self.live))
