@@ -196,6 +196,7 @@ class LiveHub:
         self.tick_s, self.keepalive_s, self.slow_refresh_s = tick_s, keepalive_s, slow_refresh_s
         self.queue_size, self._clock_ms = queue_size, clock_ms
         self._channels: dict[LiveQuestion, Channel] = {}
+        self.closing = False  # the process shuts down: streams end (their clients reconnect elsewhere or later)
         if tail is not None:
             metrics.sessions.set_function(lambda: tail.window.sessions)
 

@@ -60,10 +60,14 @@ def live_router(context: QueryContext, hub: LiveHub) -> APIRouter:
 
         async def run(api_key: ApiKey) -> Any:
             question = _admitted_question(api_key, account_id, where, fields)
-            hub.check_ready()
-            return StreamingResponse(_server_sent(hub, question, lambda: context.guard.still_open(api_key)),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+            try:
+                hub.check_ready()
+            except AuthError as exc:
+                if exc.status != 503:
+                    raise
+                # a browser's EventSource gives up for good on an HTTP error: say "later" in the stream instead
+                return _event_stream(_retry_later(exc.error))
+            return _event_stream(_server_sent(hub, question, lambda: context.guard.still_open(api_key)))
         return await answer_with(context, "live", account_id, _with_key(caller, key), run)
 
     @router.websocket("/v1/live/accounts/{account_id}")
@@ -129,6 +133,9 @@ async def _push(websocket: WebSocket, subscriber: Subscriber, still_open: Callab
     reader = asyncio.create_task(_until_gone(websocket))
     try:
         while not reader.done():
+            if hub.closing:
+                await _close(websocket, 1012, "the server is restarting: reconnect")
+                return
             if not still_open():
                 hub.metrics.dropped.labels("revoked").inc()
                 await _refuse(websocket, 401, "this key was revoked")
@@ -168,12 +175,22 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         await asyncio.wait_for(websocket.close(code, reason), SEND_TIMEOUT_S)
 
 
+def _event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _retry_later(error: str) -> AsyncIterator[bytes]:
+    yield f"retry: {SSE_RETRY_MS}\n\n".encode()
+    yield b"event: error\ndata: " + orjson.dumps({"error": error, "status": 503}) + b"\n\n"
+
+
 async def _server_sent(hub: LiveHub, question: LiveQuestion, still_open: Callable[[], bool]) -> AsyncIterator[bytes]:
     """``event: snapshot`` with the channel's sequence as ``id``; the latest snapshot comes first, so a client
     reconnecting with Last-Event-ID has it at once. Ends with ``event: error`` when the key is revoked."""
     async with hub.subscribe(question, "sse") as subscriber:
         yield f"retry: {SSE_RETRY_MS}\n\n".encode()
-        while True:
+        while not hub.closing:
             if not still_open():
                 hub.metrics.dropped.labels("revoked").inc()
                 yield b"event: error\ndata: " + orjson.dumps({"error": "this key was revoked", "status": 401}) + b"\n\n"

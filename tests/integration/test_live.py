@@ -297,3 +297,30 @@ def test_a_client_that_never_reads_does_not_hold_up_the_others(live_pipeline):
         assert asyncio.run(reader()) >= 2
     finally:
         stuck.close()
+
+
+def test_an_open_event_stream_does_not_hold_up_a_shutdown(live_pipeline):
+    """Last in the module: it stops the pipeline. uvicorn drains connections before the app hears of the
+    shutdown; an endless event stream must end at once, not hold the drain for its 30 s."""
+    import threading
+
+    lines: list[str] = []
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{live_pipeline.url}/v1/live/accounts/{ACCOUNT}", timeout=60,
+                          params={"fields": "viewers", "key": live_pipeline.auth.keys[ACCOUNT]},
+                          headers={"Accept": "text/event-stream"}) as stream:
+            for line in stream.iter_lines():
+                lines.append(line)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    deadline = time.monotonic() + 15
+    while not any(line.startswith("data: ") for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(line.startswith("data: ") for line in lines)
+    started = time.monotonic()
+    live_pipeline.stop()
+    assert time.monotonic() - started < 10 and live_pipeline.proc.returncode == 0
+    listener.join(5)
+    assert not listener.is_alive()  # the stream ended (the browser's EventSource reconnects after retry)
