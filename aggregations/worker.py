@@ -29,6 +29,7 @@ class Worker:
     """A started Faust app plus the sink its agent writes through."""
 
     def __init__(self, settings: Settings, bootstrap: str, db: ClickHouse, metrics: WorkerMetrics) -> None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level of its datadir
         self.app = faust.App(
             settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
             autodiscover=False, topic_partitions=settings.topic_partitions, consumer_auto_offset_reset="earliest",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from queries.auth import AuthError, Caller, CallerOf, Guard, check_scope, cors, 
 from queries.catalog import GROUPABLE, METRICS
 from queries.params import QueryError, parse_buckets, parse_page, parse_question
 
+log = logging.getLogger(__name__)
 # No pattern here: FastAPI would check it before the key, and the key is checked first (a malformed id
 # matches no key's account: 401 without a key, 403 with one).
 AccountId = Annotated[str, Path(description="the account's id")]
@@ -122,11 +124,19 @@ async def answer_with(context: QueryContext, endpoint: str, account: str, caller
     return cors(response, caller.origin, key)
 
 
+_LIMITS = {158: "rows returned", 159: "time", 160: "rows per second", 241: "memory", 307: "bytes read",
+           396: "rows read"}
+
+
 def _database_error(exc: ClickHouseError) -> OrjsonResponse:
+    """Says what the caller can do, never how the inside is wired: the database's own message (its
+    address, the client library's exception) goes to the log only."""
     if exc.over_limit:
-        return OrjsonResponse({"error": f"the query exceeds this deployment's cost limits ({exc}): narrow the range, "
+        limit = _LIMITS.get(exc.code or 0, "cost")
+        return OrjsonResponse({"error": f"the query exceeds this deployment's cost limits ({limit}): narrow the range, "
                                         "filter with where, or group by fewer dimensions"}, status_code=422)
-    return OrjsonResponse({"error": f"the analytics database did not answer: {exc}"}, status_code=503,
+    log.warning("a query failed in the analytics database: %s", exc)
+    return OrjsonResponse({"error": "the analytics database did not answer; retry in a few seconds"}, status_code=503,
                           headers={"Retry-After": "5"})
 
 

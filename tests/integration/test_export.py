@@ -237,12 +237,13 @@ def test_bad_parameters_are_400s(clickhouse, path, params, fragment, valid):
 def test_a_database_outage_is_a_503(clickhouse):
     class Down:
         async def aquery(self, *_args, **_kwargs):
-            raise ClickHouseError("connection refused")
+            raise ClickHouseError("HTTPConnectionPool(host='10.1.2.3', port=8123): connection refused")
 
     response = call(Down(), EXPORT, store=clickhouse)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert "did not answer" in response.json()["error"]
+    assert "10.1.2.3" not in response.text and "HTTPConnectionPool" not in response.text  # the inside stays inside
 
 
 
