@@ -568,7 +568,7 @@
 
   function renderTileFrames(container, range) {
     const shown = TILES.filter((tile) => allowed(tile.metric));
-    const previous = state.range === 'custom' ? 'the period before' : `the previous ${PRESETS[state.range].name}`;
+    const previous = state.range === 'custom' ? 'the period before' : `previous ${PRESETS[state.range].name}`;
     const frames = new Map();
     const frame = (tile) => {
       const value = h('div', {class: 'tile-value'}, h('span', {class: 'loading'}, 'loading…'));
@@ -749,6 +749,16 @@
     $('#card-views').hidden = !allowed('video_view');
     $('#card-ccu').hidden = !allowed('ccu');
     if (!metrics.length) return;
+    const ccuBox = $('#chart-ccu');
+    ccuBox.setAttribute('aria-busy', 'true');  // one question feeds both charts
+    try {
+      await drawCharts(generation, range, where, metrics);
+    } finally {
+      ccuBox.removeAttribute('aria-busy');
+    }
+  }
+
+  async function drawCharts(generation, range, where, metrics) {
     const answer = await api(TIMESERIES(), {dimensions: 'account', metrics: metrics.join(','), where,
       bucket_duration: range.bucket, ...range.params}, generation);
     await domReady;

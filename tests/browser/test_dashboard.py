@@ -15,6 +15,7 @@ there as dashboard-overview.png, dashboard-live.png and dashboard-video.png.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import openpyxl
@@ -335,6 +337,7 @@ def test_the_overview_shows_what_the_api_answers(dash, stack):
     assert int(window["to"]) + 1 - int(window["from"]) == 24 * 3600_000
     now = assert_tiles(dash, window)
     assert now["video_view"] > 0 and now["ccu"] > 0
+    dash.screenshot("overview")
     tip = dash.page.locator("#tip-fingerprint_count")
     assert "fingerprint" in tip.text_content() and "not people" in tip.text_content()
     dash.page.focus("[aria-describedby=tip-fingerprint_count]")
@@ -354,7 +357,6 @@ def test_the_overview_shows_what_the_api_answers(dash, stack):
     shown_countries = dash.page.evaluate("""() => [...document.querySelectorAll('#bd-country .bar-row')].map(
         (b) => [b.dataset.value, JSON.parse(b.querySelector('.bar-value').dataset.value)])""")
     assert shown_countries == [[row["dimensions"]["country"], row["totals"]["video_view"]] for row in countries["data"]]
-    dash.screenshot("overview")
 
     # Sorting by a column asks the API sorted by it (again: ascending); paging asks for the next ten.
     for column, order in (("fingerprint_count", "descending"), ("fingerprint_count", "ascending"),
@@ -395,6 +397,33 @@ def test_clicking_a_country_filters_the_whole_page(dash, stack):
         chip.click()  # removing the chip brings everyone back
     assert dash.page.locator("#chips .chip").count() == 0
     assert_tiles(dash, dash.shown_range())
+
+
+def test_a_custom_range_in_another_time_zone(dash, stack):
+    """Wall-clock times typed in Tokyo are Tokyo's; the chart gets 2-minute buckets for 6 hours and a minute (181 points)."""
+    zone = ZoneInfo("Asia/Tokyo")
+    dash.sign_in("secret")
+    dash.page.wait_for_function("() => document.querySelectorAll('#tz option').length > 100")
+    with dash.completes():
+        dash.page.select_option("#tz", "Asia/Tokyo")
+    assert "tz=Asia%2FTokyo" in dash.page.url
+    label = dash.page.locator("#range-label").inner_text()
+    start = dt.datetime.fromtimestamp(int(dash.shown_range()["from"]) / 1000, zone)
+    assert "Asia/Tokyo" in label and start.strftime("%H:%M") in label
+
+    end_local = dt.datetime.now(zone).replace(second=0, microsecond=0) - dt.timedelta(minutes=1)
+    start_local = end_local - dt.timedelta(hours=6)
+    dash.page.click("#ranges button[data-range=custom]")
+    dash.page.fill("#custom-from", start_local.strftime("%Y-%m-%dT%H:%M"))
+    dash.page.fill("#custom-to", end_local.strftime("%Y-%m-%dT%H:%M"))
+    with dash.completes():
+        dash.page.click("#custom button[type=submit]")
+    window = dash.shown_range()
+    assert int(window["from"]) == int(start_local.timestamp() * 1000)
+    assert int(window["to"]) == int(end_local.timestamp() * 1000) + 60_000 - 1  # the last typed minute included
+    assert dash.page.locator("#chart-views").get_attribute("data-points") == "181"
+    assert dash.page.locator("#ranges button[data-range=custom]").get_attribute("aria-pressed") == "true"
+    assert_tiles(dash, window)
 
 
 def test_thirty_days_paint_within_a_second(dash, stack):
