@@ -875,7 +875,7 @@
       const filterable = row.value !== '' && !/[,;]/.test(row.value);
       const content = [
         h('span', {class: 'bar', style: `width:${(100 * row.count) / max}%`, 'aria-hidden': 'true'}),
-        h('span', {class: 'bar-label'}, label(dimension, row.value)),
+        h('span', {class: 'bar-label', title: label(dimension, row.value)}, label(dimension, row.value)),
         h('span', {class: 'bar-value', 'data-value': JSON.stringify(row.count)},
           `${NUMBER.format(row.count)}${extra ? extra(row) : ''}`),
       ];
@@ -1137,7 +1137,7 @@
         h('span', {class: 'bar', style: `width:${(100 * row.viewers) / max}%`, 'aria-hidden': 'true'}),
         h('span', {class: 'bar-label'}, row.video),
         h('span', {class: 'bar-value', 'data-value': JSON.stringify(row.viewers)},
-          `${NUMBER.format(row.viewers)} · ${NUMBER.format(row.plays_per_minute)}/min`)));
+          `${NUMBER.format(row.viewers)} watching · ${NUMBER.format(row.plays_per_minute)} plays/min`)));
       })) : h('p', {class: 'muted'}, 'Nobody is watching right now.'));
     }
     for (const [field, dimension, id] of [['by_country', 'country', '#live-by-country'],
@@ -1145,7 +1145,7 @@
       if (!answer[field]) continue;
       const rows = answer[field].map((row) => ({value: row[dimension], count: row.viewers, plays: row.plays_per_minute}));
       $(id).replaceChildren(rows.length ? barList(dimension, rows, 'viewers',
-        {extra: (row) => ` · ${NUMBER.format(row.plays)}/min`}) : h('p', {class: 'muted'}, 'Nobody right now.'));
+        {extra: (row) => ` watching · ${NUMBER.format(row.plays)} plays/min`}) : h('p', {class: 'muted'}, 'Nobody right now.'));
     }
   }
 

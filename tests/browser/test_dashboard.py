@@ -428,7 +428,7 @@ def test_a_custom_range_in_another_time_zone(dash, stack):
 
 def test_thirty_days_paint_within_a_second(dash, stack):
     """The first meaningful paint (the tiles' numbers on screen, marked after the frame that shows them) of a
-    30-day overview, from navigation start, on a reload of a signed-in tab; the median of three."""
+    30-day overview, from navigation start, on a reload of a signed-in tab; the median of five."""
     dash.sign_in("secret", "#/?range=30d")
     window = dash.shown_range()
     assert int(window["to"]) + 1 - int(window["from"]) == 30 * 86_400_000
@@ -436,15 +436,26 @@ def test_thirty_days_paint_within_a_second(dash, stack):
     day = expected_tiles(stack, {"from": int(window["to"]) + 1 - 86_400_000, "to": window["to"]})
     assert month["video_view"] > day["video_view"] + stack.month["views"] // 2  # the month's data is in it
     assert dash.page.locator("#chart-views").get_attribute("data-points") == "180"  # 4-hour buckets
-    paints, completes = [], []
-    for _ in range(3):
+    paints, completes, asked, answered = [], [], [], []
+    for _ in range(5):
         dash.page.reload()
         dash.page.wait_for_function("() => performance.getEntriesByName('vp:complete').length", timeout=60_000)
-        marks = dash.page.evaluate("""() => ({tiles: performance.getEntriesByName('vp:tiles')[0].startTime,
-            complete: performance.getEntriesByName('vp:complete')[0].startTime})""")
+        # Where the time goes: when the page sent the tiles' two questions, and how long the API took to answer.
+        marks = dash.page.evaluate("""() => {
+            const tiles = performance.getEntriesByType('resource')
+              .filter((e) => /dimensions=account.*(bucket_limit=1|metrics=video_view%2C)/.test(e.name)).slice(0, 2);
+            return {tiles: performance.getEntriesByName('vp:tiles')[0].startTime,
+                    complete: performance.getEntriesByName('vp:complete')[0].startTime,
+                    asked: Math.min(...tiles.map((e) => e.startTime)),
+                    answered: Math.max(...tiles.map((e) => e.responseEnd - e.startTime))};
+        }""")
         paints.append(round(marks["tiles"]))
         completes.append(round(marks["complete"]))
+        asked.append(round(marks["asked"]))
+        answered.append(round(marks["answered"]))
     figures["first_paint_30d_ms"] = paints
+    figures["first_paint_30d_questions_sent_at_ms"] = asked
+    figures["first_paint_30d_api_answer_ms"] = answered
     figures["everything_drawn_30d_ms"] = completes
     assert statistics.median(paints) < PAINT_BUDGET_MS, paints
 
@@ -528,6 +539,16 @@ def test_a_public_key_sees_its_scope_only(dash, stack):
         dash.page.click(f"#top-videos tr[data-video='{PUBLIC_VIDEO}'] a")
     assert "secret key" in dash.page.locator("#chart-retention").inner_text()
     assert dash.page.locator(".export").is_hidden()
+
+    # Live: the push channel opens with the fields and the video the key may read.
+    sockets: list[str] = []
+    dash.page.on("websocket", lambda socket: sockets.append(socket.url))
+    dash.page.click("#nav-live")
+    dash.page.wait_for_selector("#live-status[data-state=live]", timeout=30_000)
+    assert dash.page.locator("#live-error").is_hidden()
+    assert f"where=video%3D%3D{PUBLIC_VIDEO}" in sockets[-1] and "error_rate" not in sockets[-1]
+    assert dash.page.locator("#live-viewers").get_attribute("data-value") == json.dumps(
+        stack.api("realtime", fields="viewers", where=where)["current"]["viewers"])
 
     # Another video is outside the key's scope: the API's 403, said where it happens.
     dash.allowed.append(RESOURCE_ERROR.format(status=403))
