@@ -610,12 +610,45 @@ def test_an_api_outage_is_retried_with_a_notice(dash, stack):
     assert_tiles(dash, dash.shown_range())
 
 
-def test_phone_width_and_keyboard(browser, stack):
+# WCAG's contrast ratio of each visible element's text colour against the first opaque background behind it.
+CONTRAST = """(selectors) => {
+    const rgb = (text) => text.match(/[\\d.]+/g).map(Number);
+    const luminance = ([r, g, b]) => [r, g, b].map((v) => v / 255)
+      .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
+      .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+    const background = (node) => {
+      for (; node; node = node.parentElement) {
+        const color = rgb(getComputedStyle(node).backgroundColor);
+        if (color.length === 3 || color[3] === 1) return color.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const worst = {};
+    for (const selector of selectors) {
+      for (const node of document.querySelectorAll(selector)) {
+        if (!node.offsetParent || !node.textContent.trim()) continue;
+        const [a, b] = [luminance(rgb(getComputedStyle(node).color).slice(0, 3)), luminance(background(node))];
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        worst[selector] = Math.min(worst[selector] ?? 99, Math.round(ratio * 100) / 100);
+      }
+    }
+    return worst;
+}"""
+TEXT = [".tile-label", ".tile-value", ".tile-change", ".muted", "#range-label", ".bar-label", ".bar-value", ".chip",
+        "#ranges button", ".top nav a", ".who", "button.sort", "#top-videos td", "#top-videos a", "h1", "h2", "h3",
+        "button:disabled", ".foot a"]
+
+
+def test_phone_width_keyboard_and_contrast(browser, stack):
     dash = Dashboard(browser, stack, width=390, height=844)
     try:
         dash.sign_in("secret")
         overflow = dash.page.evaluate("() => document.documentElement.scrollWidth")
         assert overflow <= 390, f"the page is {overflow} px wide at 390 px"
+        contrast = dash.page.evaluate(CONTRAST, TEXT)
+        assert {".tile-label", ".tile-value", ".bar-label", "#ranges button", "#top-videos a"} <= set(contrast)
+        assert {selector: ratio for selector, ratio in contrast.items() if ratio < 4.5} == {}, contrast
+        figures["lowest_text_contrast"] = min(contrast.values())
         # Keyboard only: tab to "7 days", press Enter; the range changes and focus stays visible.
         dash.page.focus("#ranges button[data-range='24h']")
         dash.page.keyboard.press("Tab")
