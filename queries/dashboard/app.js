@@ -1008,6 +1008,12 @@
     const live = state.live = {generation, socket: null, attempt: 0, timer: null, stopped: false, chartTimer: null};
     $('#live-error').hidden = true;
     for (const id of ['#live-by-video', '#live-by-country', '#live-by-device', '#live-tiles']) $(id).replaceChildren();
+    // A public key reads only some fields: the lists it may not read are not shown at all.
+    const fields = liveFields();
+    for (const [field, id] of [['by_video', '#live-by-video'], ['by_country', '#live-by-country'],
+      ['by_device_type', '#live-by-device']]) {
+      $(id).parentElement.hidden = !fields.includes(field);
+    }
     $('#live-viewers').textContent = '–';
     $('#live-viewers').dataset.value = '';
     connect(live);

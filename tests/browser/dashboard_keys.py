@@ -1,5 +1,5 @@
 """Accounts and keys for the dashboard tests, made in the process's database before it starts (chdb: one
-process per folder): a secret key, a public key for one video and two metrics from the process's own origin,
+process per folder): a secret key, public keys for one video (two metrics, and ccu only) from the process's own origin,
 a secret key with a rate limit of its own (to meet a real 429), and a secret key of an account with no data.
 
 Run as ``python -m tests.browser.dashboard_keys <clickhouse url> <account> <empty account> <origin> <video>``;
@@ -31,6 +31,9 @@ def make(url: str, account: str, empty_account: str, origin: str, video: str) ->
             "secret": create_key(db, account, "secret", name="dashboard")[1],
             "public": create_key(db, account, "public", name="dashboard page", videos=(video,), metrics=PUBLIC_METRICS,
                                  origins=(origin,))[1],
+            # like the development account's public key: one video, ccu only
+            "ccu_only": create_key(db, account, "public", name="badge page", videos=(video,), metrics=("ccu",),
+                                   origins=(origin,))[1],
             "slow": create_key(db, account, "secret", name="slow", rate_limit=SLOW_RATE)[1],
             "empty": create_key(db, empty_account, "secret", name="empty")[1],
         }
