@@ -19,7 +19,7 @@ metric.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,19 +44,19 @@ class LiveSession:
 
     def watching(self, at_ms: int, timeout_ms: int) -> bool:
         """The protocol's state at ``at_ms``, judged from the events received so far."""
-        index = bisect.bisect_right(self.events, at_ms, key=lambda event: event[0]) - 1
-        if index < 0:
-            return False
-        time_ms, _, event_type, _ = self.events[index]
+        events = self.events
+        if events[-1][0] <= at_ms:  # the usual case, asked about now: the newest event decides
+            time_ms, _, event_type, _ = events[-1]
+        else:
+            index = bisect.bisect_right(events, at_ms, key=_time) - 1
+            if index < 0:
+                return False
+            time_ms, _, event_type, _ = events[index]
         return event_type not in ENDS_ACTIVITY and at_ms < time_ms + timeout_ms
 
-    def recent(self, since_ms: int, until_ms: int) -> Iterable[tuple[int, int, str, int]]:
-        """Events with since < time <= until, newest first."""
-        for event in reversed(self.events):
-            if event[0] <= since_ms:
-                return
-            if event[0] <= until_ms:
-                yield event
+
+def _time(event: tuple[int, int, str, int]) -> int:
+    return event[0]
 
 
 @dataclass
@@ -128,7 +128,7 @@ class LiveWindow:
             for key, session in list(sessions.items()):
                 if session.events and session.events[0][0] >= oldest:
                     continue
-                cut = bisect.bisect_left(session.events, oldest, key=lambda event: event[0])
+                cut = bisect.bisect_left(session.events, oldest, key=_time)
                 session.events = session.events[cut:]
                 session.ids = {event_id: time_ms for event_id, time_ms in session.ids.items() if time_ms >= oldest}
                 if not session.events:
@@ -136,35 +136,52 @@ class LiveWindow:
             if not sessions:
                 del self._accounts[account]
 
-    def figures(self, account: str, matches: Matcher, now_ms: int) -> LiveFigures:
-        """Viewers now and five minutes ago, plays and watch time of the last minute, and the breakdowns."""
+    def figures(self, account: str, matches: Matcher | None, now_ms: int) -> LiveFigures:
+        """Viewers now and five minutes ago, plays and watch time of the last minute, and the breakdowns.
+        Runs over every session of the account once a second per watched question: written for speed."""
         found = LiveFigures()
-        before_ms, since_ms = now_ms - TREND_WINDOW_MS, now_ms - RATE_WINDOW_MS
+        timeout, before_ms, since_ms = self.timeout_ms, now_ms - TREND_WINDOW_MS, now_ms - RATE_WINDOW_MS
+        groups = [(index, found.groups[name]) for name, index in BREAKDOWNS.items()]
+        viewers = viewers_before = plays_total = watched_total = 0
         for session in self._accounts.get(account, {}).values():
-            if not matches(account, session.dimensions):
+            dimensions, events = session.dimensions, session.events
+            if matches is not None and not matches(account, dimensions):
                 continue
-            watching = session.watching(now_ms, self.timeout_ms)
+            last_time, _, last_type, _ = events[-1]
+            if last_time <= now_ms:
+                watching = last_type not in ENDS_ACTIVITY and now_ms < last_time + timeout
+            else:
+                watching = session.watching(now_ms, timeout)
+            if events[0][0] <= before_ms:
+                viewers_before += session.watching(before_ms, timeout)
             plays = watched = 0
-            for _, _, event_type, watched_ms in session.recent(since_ms, now_ms):
-                plays += event_type == "view"
-                watched += watched_ms
-            found.viewers += watching
-            found.viewers_before += session.watching(before_ms, self.timeout_ms)
-            found.plays += plays
-            found.watched_ms += watched
+            for time_ms, _, event_type, watched_ms in reversed(events):
+                if time_ms <= since_ms:
+                    break
+                if time_ms <= now_ms:
+                    plays += event_type == "view"
+                    watched += watched_ms
+            viewers += watching
+            plays_total += plays
+            watched_total += watched
             if watching or plays:
-                for name, index in BREAKDOWNS.items():
-                    group = found.groups[name].setdefault(session.dimensions[index], Group())
+                for index, by_value in groups:
+                    group = by_value.get(dimensions[index])
+                    if group is None:
+                        group = by_value[dimensions[index]] = Group()
                     group.viewers += watching
                     group.plays += plays
+        found.viewers, found.viewers_before, found.plays, found.watched_ms = (viewers, viewers_before, plays_total,
+                                                                             watched_total)
         return found
 
-    def viewers_by(self, account: str, matches: Matcher, now_ms: int, dimensions: tuple[str, ...]) -> dict[tuple, int]:
+    def viewers_by(self, account: str, matches: Matcher | None, now_ms: int,
+                   dimensions: tuple[str, ...]) -> dict[tuple, int]:
         """Sessions watching at ``now_ms`` per combination of the named dimensions' values."""
         indexes = [DIMENSIONS.index(name) for name in dimensions]
         found: dict[tuple, int] = {}
         for session in self._accounts.get(account, {}).values():
-            if matches(account, session.dimensions) and session.watching(now_ms, self.timeout_ms):
+            if (matches is None or matches(account, session.dimensions)) and session.watching(now_ms, self.timeout_ms):
                 values = tuple(session.dimensions[index] for index in indexes)
                 found[values] = found.get(values, 0) + 1
         return found

@@ -53,6 +53,7 @@ PEAK_MINUTES = 30
 QUALITY_MINUTES = 5
 TOP = 10
 STEADY_PCT = 5.0
+CLOSED_CACHE_SIZE = 10_000  # distinct one-shot questions whose closed-minute figures are kept (for slow_refresh_s)
 
 
 class LiveUnavailable(AuthError):
@@ -89,8 +90,10 @@ def parse_live(account: str, where: str | None, fields: str | None) -> LiveQuest
     return LiveQuestion(account, filters, tuple(name for name in FIELDS if name in names))
 
 
-def matcher(filters: tuple[Filter, ...]) -> Callable[[str, tuple[Any, ...]], bool]:
-    """The where clause as a test of a session's dimension values (the query API's semantics)."""
+def matcher(filters: tuple[Filter, ...]) -> Callable[[str, tuple[Any, ...]], bool] | None:
+    """The where clause as a test of a session's dimension values (the query API's semantics); None without one."""
+    if not filters:
+        return None
     tests = []
     for condition in filters:
         if condition.dimension == "account":
@@ -196,6 +199,7 @@ class LiveHub:
         self.tick_s, self.keepalive_s, self.slow_refresh_s = tick_s, keepalive_s, slow_refresh_s
         self.queue_size, self._clock_ms = queue_size, clock_ms
         self._channels: dict[LiveQuestion, Channel] = {}
+        self._closed_cache: dict[LiveQuestion, tuple[float, dict[str, Any]]] = {}
         self.closing = False  # the process shuts down: streams end (their clients reconnect elsewhere or later)
         if tail is not None:
             metrics.sessions.set_function(lambda: tail.window.sessions)
@@ -217,11 +221,26 @@ class LiveHub:
         return self._clock_ms()
 
     async def answer(self, question: LiveQuestion) -> dict[str, Any]:
-        """A one-shot answer; reuses a watched channel's closed-minute figures when there is one."""
+        """A one-shot answer: the present computed now, the closed-minute figures as a watched channel or an
+        earlier answer of the last ``slow_refresh_s`` has them (as fresh as a stream's)."""
         self.check_ready()
         channel = self._channels.get(question)
-        closed = channel.closed if channel is not None and channel.closed is not None else None
-        return self.compose(question, closed if closed is not None else await self.closed_minutes(question))
+        closed = channel.closed if channel is not None else None
+        if closed is None:
+            closed = await self._recent_closed_minutes(question)
+        return self.compose(question, closed)
+
+    async def _recent_closed_minutes(self, question: LiveQuestion) -> dict[str, Any]:
+        now = time.monotonic()
+        cached = self._closed_cache.get(question)
+        if cached is not None and now - cached[0] < self.slow_refresh_s:
+            return cached[1]
+        closed = await self.closed_minutes(question)
+        if len(self._closed_cache) >= CLOSED_CACHE_SIZE:
+            self._closed_cache = {q: entry for q, entry in self._closed_cache.items()
+                                  if now - entry[0] < self.slow_refresh_s}
+        self._closed_cache[question] = (now, closed)
+        return closed
 
     @contextlib.asynccontextmanager
     async def subscribe(self, question: LiveQuestion, transport: str) -> AsyncIterator[Subscriber]:
