@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries simulate clean screenshots
+.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries bench-live simulate clean screenshots
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
@@ -66,6 +66,9 @@ bench: $(STAMP)
 
 bench-queries: $(STAMP)
 	$(BIN)/python bench/query_latency.py
+
+bench-live: $(STAMP)
+	$(BIN)/python bench/live.py
 
 # The dashboard's pictures in docs/ (shown in the README), taken by its browser tests in Chromium.
 screenshots: $(STAMP) browser-deps
