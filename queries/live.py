@@ -138,7 +138,8 @@ class Subscriber:
     async def next(self, timeout_s: float) -> tuple[int, bytes] | None:
         """The next message, or None when none came within ``timeout_s`` (time to check the key again)."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # no task per call, unlike wait_for
+                return await self.queue.get()
         except TimeoutError:
             return None
 

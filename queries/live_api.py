@@ -147,7 +147,8 @@ async def _push(websocket: WebSocket, subscriber: Subscriber, still_open: Callab
             message = await subscriber.next(1.0)
             if message is not None:
                 try:
-                    await asyncio.wait_for(websocket.send_text(message[1].decode()), SEND_TIMEOUT_S)
+                    async with asyncio.timeout(SEND_TIMEOUT_S):
+                        await websocket.send_text(message[1].decode())
                 except TimeoutError:
                     subscriber.dropped.set()
     except (WebSocketDisconnect, RuntimeError, OSError):
