@@ -284,17 +284,25 @@ class EventSink:
     def _close_silent(self, partition: int | None) -> list[tuple[Any, ...]]:
         """Ends stretches no event can shorten any more; closed sessions leave the cache.
 
-        A session closes once its last event is older than timeout + grace (in
-        event time) and no batch of it arrived for the grace (in wall-clock
-        time), so a stop that follows late events in the next batch still
-        shortens the stretch.
+        A session closes once it has been silent for timeout + grace by both
+        clocks: its last event is that old in event time, and no batch of it
+        arrived for that long in wall-clock time. The second clock is for late
+        senders (an offline player flushing its queue, a replay, a loaded
+        tracker): their batches carry old event times, and the next one may be
+        seconds behind, holding a stop that shortens the stretch. A closed
+        stretch cannot be taken back, so the worker gives a late sender the
+        same patience as a live one. A partition's unsessionized batch may hold
+        more of the session: its sessions close at that batch's flush.
         """
         rows: list[tuple[Any, ...]] = []
         now_ms = self._clock_ms()
+        silence_ms = self._config.session_timeout_ms + self._config.close_grace_ms
         for key, cached in list(self._sessions.items()):
             if partition is not None and cached.partition != partition:
                 continue
-            if now_ms - cached.arrived_ms < self._config.close_grace_ms:
+            if partition is None and cached.partition in self._pending:
+                continue
+            if now_ms - cached.arrived_ms < silence_ms:
                 continue  # more of this session may be in flight, whatever its event times say
             minutes = sessions.close(cached.state, self._closing_time(cached.partition, now_ms),
                                      self._config.session_timeout_ms, self._config.close_grace_ms)

@@ -38,12 +38,15 @@ def load(db, batches: list[EnrichedBatch], cap: int = 10_000, first_offset: int 
 
     sink = EventSink(ClickHouseWriter(db, WorkerMetrics(CollectorRegistry())), config,
                      WorkerMetrics(CollectorRegistry()), ack=ack, caught_up=lambda p, o: True,
-                     clock_ms=lambda: BASE + 60 * M)
+                     clock_ms=lambda: now_ms)
+    now_ms = BASE + 60 * M
 
     async def run():
+        nonlocal now_ms
         for offset, batch in enumerate(batches, start=first_offset):
             await sink.add(0, offset, batch, offset)
         await sink.flush_all()
+        now_ms += M  # the sessions have been silent for the timeout by arrival too: the timer closes them
         await sink.flush_due()
 
     asyncio.run(run())

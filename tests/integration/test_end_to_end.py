@@ -33,6 +33,17 @@ def bucketed(per_minute: dict[int, int], start_ms: int, step_ms: int, count: int
                           default=0)} for i in range(count)]
 
 
+def point_differences(got: dict[str, list[dict[str, int]]], want: dict[str, list[dict[str, int]]]) -> list[str]:
+    """The points that differ, one line each: a timeseries diff pytest would truncate."""
+    lines = [f"{key}: missing" for key in want.keys() - got.keys()] + [f"{key}: unexpected" for key in got.keys() - want.keys()]
+    for key in sorted(want.keys() & got.keys()):
+        got_points = {point["timestamp"]: point["value"] for point in got[key]}
+        for point in want[key]:
+            if got_points.get(point["timestamp"]) != point["value"]:
+                lines.append(f"{key} at {point['timestamp']}: got {got_points.get(point['timestamp'])}, want {point['value']}")
+    return lines
+
+
 def per_minute_fingerprints(sessions: list[truth.Session], start_ms: int, end_ms: int) -> dict[int, int]:
     minutes: dict[int, set] = {m: set() for m in range(start_ms, end_ms, M)}
     for session in sessions:
@@ -189,4 +200,5 @@ def test_simulate_against_up_equals_its_ground_truth(pipeline, tmp_path):
                    if any(point["value"] for point in points)}
     series = lambda: {row["dimensions"]["video"]: row["points"] for row in get(  # noqa: E731
         pipeline, "timeseries", account, dimensions="video", metrics="ccu", **window)["ccu"]["data"]}
-    assert eventually(series, want_series) == want_series
+    got_series = eventually(series, want_series)
+    assert got_series == want_series, point_differences(got_series, want_series)

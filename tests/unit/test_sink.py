@@ -232,6 +232,10 @@ def test_silent_session_is_closed_by_the_timer():
 
     async def scenario():
         await harness.sink.add(0, 0, batch(1, ("1", "view", BASE + 30_000)), 0)
+        harness.now_ms += M - 1  # silent by event time, not yet by arrival: it stays open
+        await harness.sink.flush_due()
+        assert len(writer.session_minutes) == 1
+        harness.now_ms += 1
         await harness.sink.flush_due()
 
     run(scenario())
@@ -257,6 +261,39 @@ def test_late_beacons_of_one_session_are_not_closed_between_batches():
     assert minutes == {BASE}  # the stop ended it inside its first minute: no timeout stretch into the next
 
 
+def test_a_late_sender_gets_the_timeout_between_its_batches():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1, grace_ms=5_000)
+
+    async def scenario():
+        # a loaded sender: the second batch of an hour-old session comes 30 s after the first, well past the grace
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE + 30_000)), 0)
+        harness.now_ms += 30_000
+        await harness.sink.flush_due()
+        await harness.sink.add(0, 1, batch(1, ("2", "stop", BASE + 40_000)), 1)
+        harness.now_ms += M + 5_000
+        await harness.sink.flush_due()
+
+    run(scenario())
+    minutes = {int(minute.timestamp() * 1000) for minute, _ in writer.session_minutes}
+    assert minutes == {BASE}
+
+
+def test_a_partition_with_an_unflushed_batch_closes_nothing_until_it_flushes():
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=2)
+
+    async def scenario():
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE + 30_000)), 0)
+        await harness.sink.add(0, 1, batch(2, ("1", "view", BASE + 30_000)), 1)  # flushes both
+        harness.now_ms += 2 * M
+        await harness.sink.add(0, 2, batch(1, ("2", "stop", BASE + 40_000)), 2)  # pending, not yet due
+        await harness.sink.flush_due()
+        assert {key for _, key in writer.session_minutes} == {1, 2} and len(writer.session_minutes) == 2
+
+    run(scenario())
+
+
 def test_a_session_that_ends_before_its_first_frame_is_an_exit_at_its_view():
     writer = RecordingWriter()
     harness = Harness(writer, max_events=1)
@@ -266,6 +303,7 @@ def test_a_session_that_ends_before_its_first_frame_is_an_exit_at_its_view():
         await harness.sink.add(0, 1, batch(2, ("1", "view", BASE + 5_000), ("2", "first_frame", BASE + 6_000),
                                            ("3", "stop", BASE + 9_000)), 1)
         await harness.sink.add(0, 2, batch(3, ("1", "view", BASE + 3 * M)), 2)  # times out unstarted
+        harness.now_ms += M
         await harness.sink.flush_due()
 
     run(scenario())
