@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     dimension_cap_per_day: int = Field(10_000, ge=1, description="distinct video/player/domain values per account per "
                                        "UTC day before new ones fold into (other)")
     flush_max_events: int = Field(20_000, ge=1)
-    session_close_grace_s: int = Field(10, ge=0, description="wait this long past the timeout before closing a silent session")
+    session_close_grace_s: int = Field(10, ge=0, description="close a silent session this long past the timeout, "
+                                                             "by event time and by its last batch's arrival")
     query_max_execution_s: int = Field(30, ge=1, description="a query running longer is stopped: 422")
     query_max_rows_to_read: int = Field(2_000_000_000, ge=1000, description="a query reading more rows: 422")
     query_max_memory_bytes: int = Field(4 << 30, ge=1 << 20, description="a query needing more memory: 422")
