@@ -32,8 +32,11 @@ def get(process: Any, endpoint: str, account: str, **params: str) -> dict[str, A
     return response.json()
 
 
-def eventually(fetch: Callable[[], Any], expected: Any, timeout_s: float = 45) -> Any:
-    """Polls until the pipeline has caught up; returns the last answer for the assertion's diff."""
+def eventually(fetch: Callable[[], Any], expected: Any, timeout_s: float = 120) -> Any:
+    """Polls until the pipeline has caught up; returns the last answer for the assertion's diff.
+
+    The default covers a session closed by silence: the worker waits timeout + grace (65 s in the tests)
+    after its last batch arrived before it writes the stretch after its last event."""
     deadline = time.monotonic() + timeout_s
     answer = fetch()
     while answer != expected and time.monotonic() < deadline:

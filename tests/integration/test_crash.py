@@ -20,7 +20,7 @@ def totals(process: VidpulseProcess) -> dict:
     return data[0]["totals"] if data else {}
 
 
-def wait_for(process: VidpulseProcess, expected: dict, timeout_s: float = 60) -> dict:
+def wait_for(process: VidpulseProcess, expected: dict, timeout_s: float = 120) -> dict:
     deadline = time.monotonic() + timeout_s
     seen = {}
     while time.monotonic() < deadline:

@@ -82,7 +82,7 @@ def test_nothing_accepted_is_lost_through_a_broker_outage_and_a_tracker_kill(bro
             expected = [{"dimensions": {"account": "outage", "video": "outage-video"},
                          "totals": {"video_view": len(accepted), "video_seconds_viewed": float(len(accepted)),
                                     "ccu": len(accepted)}}]
-            assert eventually(fetch, expected, timeout_s=60) == expected
+            assert eventually(fetch, expected, timeout_s=120) == expected
         finally:
             counting.stop()
     finally:
