@@ -28,7 +28,6 @@ import platform
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,12 +43,11 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
+from bench.common import KAFKA_SCRIPT, delete_topics, find_broker, fmt, log_warnings, summary  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from tests.vidpulse_process import VidpulseProcess  # noqa: E402
 
-KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
 TARGET_S = 5.0
 ACCOUNT = "bench"
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -59,44 +57,12 @@ FORWARDED_FOR = "8.8.8.8"  # vidpulse trusts 127.0.0.1 as a proxy: this is the "
 
 # --------------------------------------------------------------------------- the broker
 
-def find_broker() -> tuple[str, bool]:
-    """VIDPULSE_KAFKA_BOOTSTRAP, else the local broker (started if needed); and whether this run started it."""
-    configured = os.environ.get("VIDPULSE_KAFKA_BOOTSTRAP")
-    if configured:
-        return configured, False
-    running = subprocess.run(["bash", str(KAFKA_SCRIPT), "status"], capture_output=True).returncode == 0
-    started = subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        raise RuntimeError(f"the local Kafka broker did not start:\n{started.stderr[-3000:]}")
-    return started.stdout.strip().splitlines()[-1], not running
 
 
-async def delete_topics(bootstrap: str, run_id: str) -> None:
-    """Best effort: removes the topics this run created (every one of them has the run id in its name)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        ours = [name for name in await admin.list_topics() if run_id in name]
-        if ours:
-            await admin.delete_topics(ours)
-    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the report
-        print(f"note: could not delete this run's topics: {exc!r}", file=sys.stderr)
-    finally:
-        await admin.close()
 
 
 # --------------------------------------------------------------------------- numbers
 
-def summary(values: list[float]) -> dict[str, float]:
-    """median, p95 (linear interpolation between closest ranks) and max; NaN when there is nothing."""
-    if not values:
-        return {"median": math.nan, "p95": math.nan, "max": math.nan}
-    ordered = sorted(values)
-    rank = 0.95 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    p95 = ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-    return {"median": statistics.median(ordered), "p95": p95, "max": ordered[-1]}
 
 
 # --------------------------------------------------------------------------- baseline
@@ -296,22 +262,10 @@ def worker_metrics(text: str) -> dict[str, Any]:
     return out
 
 
-def log_warnings(path: Path) -> list[str]:
-    """vidpulse.log lines at WARNING or ERROR (the worker logs retried inserts, Faust late timers, ...)."""
-    if not path.exists():
-        return []
-    return [line.strip()[:300] for line in path.read_text(errors="replace").splitlines()
-            if (" WARNING " in line or " ERROR " in line) and "FINGERPRINT_SALT" not in line]  # expected locally
 
 
 # --------------------------------------------------------------------------- report
 
-def fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "timeout"
-    if math.isnan(seconds):
-        return "n/a"
-    return f"{seconds:.3f} s" if seconds >= 0.1 else f"{seconds * 1000:.1f} ms"
 
 
 def report(args: argparse.Namespace, meta: dict[str, Any], baseline: dict[str, list[float]],
@@ -327,7 +281,7 @@ def report(args: argparse.Namespace, meta: dict[str, Any], baseline: dict[str, l
              "kafka_produce_ack": summary(baseline["produce_ack"]),
              "post_202": summary([s.post_s for s in samples]),
              "poll_query": summary(run["polls"].latencies)}
-    ratios = {name: {q: stats[name][q] / stats["kafka_round_trip"][q] for q in ("median", "p95", "max")}
+    ratios = {name: {q: stats[name][q] / stats["kafka_round_trip"][q] for q in ("p50", "p95", "max")}
               for name in ("view_visible", "ccu_visible")}
     verdict = {name: stats[name]["p95"] <= TARGET_S and not timeouts[key]
                for name, key in (("view_visible", "view"), ("ccu_visible", "ccu"))}
@@ -348,11 +302,11 @@ def report(args: argparse.Namespace, meta: dict[str, Any], baseline: dict[str, l
              f"({run['background_batches']} batches)",
              "",
              f"{'':{width}}  {'median':>10} {'p95':>10} {'max':>10}"]
-    lines += [f"{label:{width}}  {fmt(s['median']):>10} {fmt(s['p95']):>10} {fmt(s['max']):>10}" for label, s in rows]
+    lines += [f"{label:{width}}  {fmt(s['p50']):>10} {fmt(s['p95']):>10} {fmt(s['max']):>10}" for label, s in rows]
     lines.append("")
     for name, label in (("view_visible", "view / baseline"), ("ccu_visible", "ccu  / baseline")):
         r = ratios[name]
-        lines.append(f"{label:{width}}  {r['median']:>9.0f}x {r['p95']:>9.0f}x {r['max']:>9.0f}x")
+        lines.append(f"{label:{width}}  {r['p50']:>9.0f}x {r['p95']:>9.0f}x {r['max']:>9.0f}x")
     lines.append("")
     warm: Sample = run["warmup"]
     lines.append(f"warm-up beacon (right after /readyz, not in the statistics): view {fmt(warm.view_s)}, "

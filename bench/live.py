@@ -58,13 +58,12 @@ import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 import websockets  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
+from bench.common import KAFKA_SCRIPT, delete_topics, find_broker, fmt, log_warnings, summary  # noqa: E402
 from ingest.simulator import COUNTRIES, DEVICES  # noqa: E402
 from tests.vidpulse_process import VidpulseProcess  # noqa: E402
 
-KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
 DEFAULT_OUT = ROOT / "bench" / "results" / "live.json"
 FRESH, FANOUT, BIG = "live-fresh", "live-fanout", "live-10k"   # one account per part: their figures stay apart
 FRESHNESS_GOAL_S = 2.0
@@ -77,52 +76,14 @@ SWEEPS_S = 240.0                    # at most this long in keep-alive sweeps bet
 
 # --------------------------------------------------------------------------- the broker
 
-def find_broker() -> tuple[str, bool]:
-    """VIDPULSE_KAFKA_BOOTSTRAP, else the local broker (started if needed); and whether this run started it."""
-    configured = os.environ.get("VIDPULSE_KAFKA_BOOTSTRAP")
-    if configured:
-        return configured, False
-    running = subprocess.run(["bash", str(KAFKA_SCRIPT), "status"], capture_output=True).returncode == 0
-    started = subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        raise RuntimeError(f"the local Kafka broker did not start:\n{started.stderr[-3000:]}")
-    return started.stdout.strip().splitlines()[-1], not running
 
 
-async def delete_topics(bootstrap: str, run_id: str) -> None:
-    """Best effort: removes the topics this run created (every one of them has the run id in its name)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        ours = [name for name in await admin.list_topics() if run_id in name]
-        if ours:
-            await admin.delete_topics(ours)
-    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the report
-        print(f"note: could not delete this run's topics: {exc!r}", file=sys.stderr)
-    finally:
-        await admin.close()
 
 
 # --------------------------------------------------------------------------- numbers
 
-def summary(values: list[float]) -> dict[str, float]:
-    """p50, p95 (linear interpolation between closest ranks) and max; NaN when there is nothing."""
-    if not values:
-        return {"p50": math.nan, "p95": math.nan, "max": math.nan, "n": 0}
-    ordered = sorted(values)
-    rank = 0.95 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    p95 = ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-    return {"p50": statistics.median(ordered), "p95": p95, "max": ordered[-1], "n": len(ordered)}
 
 
-def fmt(seconds: float | None) -> str:
-    if seconds is None:
-        return "timeout"
-    if math.isnan(seconds):
-        return "n/a"
-    return f"{seconds:.3f} s" if seconds >= 0.1 else f"{seconds * 1000:.1f} ms"
 
 
 def now_ms() -> int:
@@ -140,13 +101,6 @@ def parse_metrics(text: str) -> dict[str, float]:
     return values
 
 
-def log_warnings(path: Path) -> list[str]:
-    """vidpulse.log lines at WARNING or ERROR."""
-    if not path.exists():
-        return []
-    return [line.strip()[:300] for line in path.read_text(errors="replace").splitlines()
-            if (" WARNING " in line or " ERROR " in line or '"WARNING"' in line or '"ERROR"' in line)
-            and "FINGERPRINT_SALT" not in line]
 
 
 # --------------------------------------------------------------------------- HTTP

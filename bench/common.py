@@ -1,0 +1,76 @@
+"""What the benchmarks share: the broker they run against, their cleanup, and how they summarize and print.
+
+Imported as ``bench.common`` by scripts run as ``python bench/<name>.py``: each
+puts the repository root on ``sys.path`` first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
+
+
+def find_broker() -> tuple[str, bool]:
+    """VIDPULSE_KAFKA_BOOTSTRAP, else the local broker (started if needed); and whether this run started it."""
+    configured = os.environ.get("VIDPULSE_KAFKA_BOOTSTRAP")
+    if configured:
+        return configured, False
+    running = subprocess.run(["bash", str(KAFKA_SCRIPT), "status"], capture_output=True).returncode == 0
+    started = subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise RuntimeError(f"the local Kafka broker did not start:\n{started.stderr[-3000:]}")
+    return started.stdout.strip().splitlines()[-1], not running
+
+
+async def delete_topics(bootstrap: str, run_id: str) -> None:
+    """Best effort: removes the topics this run created (every one of them has the run id in its name)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        ours = [name for name in await admin.list_topics() if run_id in name]
+        if ours:
+            await admin.delete_topics(ours)
+    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the report
+        print(f"note: could not delete this run's topics: {exc!r}", file=sys.stderr)
+    finally:
+        await admin.close()
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """p50, p95 (linear interpolation between closest ranks), max and n; NaN when there is nothing."""
+    if not values:
+        return {"p50": math.nan, "p95": math.nan, "max": math.nan, "n": 0}
+    ordered = sorted(values)
+    rank = 0.95 * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    p95 = ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    return {"p50": statistics.median(ordered), "p95": p95, "max": ordered[-1], "n": len(ordered)}
+
+
+def fmt(seconds: float | None) -> str:
+    """A duration as a person reads it: ms below 0.1 s; "timeout" for None, "n/a" for NaN."""
+    if seconds is None:
+        return "timeout"
+    if math.isnan(seconds):
+        return "n/a"
+    return f"{seconds:.3f} s" if seconds >= 0.1 else f"{seconds * 1000:.1f} ms"
+
+
+def log_warnings(path: Path) -> list[str]:
+    """A vidpulse log's lines at WARNING or ERROR, in its plain or JSON format (the salt warning is expected
+    on a local run)."""
+    if not path.exists():
+        return []
+    return [line.strip()[:300] for line in path.read_text(errors="replace").splitlines()
+            if (" WARNING " in line or " ERROR " in line or '"WARNING"' in line or '"ERROR"' in line)
+            and "FINGERPRINT_SALT" not in line]
