@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,26 +123,70 @@ class LiveMetrics:
         self.sessions = Gauge("vidpulse_live_window_sessions", "Sessions held in the live window.", registry=registry)
 
 
+@dataclass(frozen=True)
+class Message:
+    """One push message, serialized once for every subscriber: JSON bytes for SSE, text for WebSockets."""
+
+    sequence: int
+    body: bytes
+    text: str
+
+    @classmethod
+    def of(cls, sequence: int, answer: dict[str, Any]) -> Message:
+        body = orjson.dumps(answer)
+        return cls(sequence, body, body.decode())
+
+
 class Subscriber:
-    """One stream's queue of serialized messages; overflowing it marks the subscriber dropped."""
+    """One stream's short queue. The channel fills it and ends it; the stream sleeps until either happens.
 
-    def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(size)
-        self.dropped = asyncio.Event()
+    No timer and no polling per subscriber: 1,000 subscribers cost 1,000 wake-ups
+    per message and nothing between messages. A subscriber whose queue is full
+    did not read ``size`` messages and is ended as ``slow`` rather than buffered.
+    """
 
-    def offer(self, message: tuple[int, bytes]) -> None:
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.dropped.set()
+    def __init__(self, size: int, still_open: Callable[[], bool]) -> None:
+        self.size, self.still_open = size, still_open
+        self.ended: str | None = None  # why the stream ends: slow, revoked, closing, failed or gone
+        self.finished = asyncio.Event()
+        self._messages: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
-    async def next(self, timeout_s: float) -> tuple[int, bytes] | None:
-        """The next message, or None when none came within ``timeout_s`` (time to check the key again)."""
-        try:
-            async with asyncio.timeout(timeout_s):  # no task per call, unlike wait_for
-                return await self.queue.get()
-        except TimeoutError:
-            return None
+    @property
+    def pending(self) -> int:
+        return len(self._messages)
+
+    def offer(self, message: Message) -> None:
+        if self.ended is not None:
+            return
+        if len(self._messages) >= self.size:
+            self.end("slow")
+            return
+        self._messages.append(message)
+        self._wake()
+
+    def end(self, reason: str) -> None:
+        """The first reason wins; the stream's ``next`` returns None from now on."""
+        if self.ended is None:
+            self.ended = reason
+            self.finished.set()
+            self._wake()
+
+    async def next(self) -> Message | None:
+        """The next message, or None once the stream is to end (``ended`` says why)."""
+        while self.ended is None:
+            if self._messages:
+                return self._messages.popleft()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class Channel:
@@ -150,7 +195,7 @@ class Channel:
     def __init__(self, hub: LiveHub, question: LiveQuestion) -> None:
         self.hub, self.question = hub, question
         self.subscribers: set[Subscriber] = set()
-        self.latest: tuple[int, bytes] | None = None
+        self.latest: Message | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed: dict[str, Any] | None = None
         self.closed_at = 0.0
@@ -162,12 +207,13 @@ class Channel:
             await self._closed_minutes()
             while self.subscribers:
                 started = time.monotonic()
+                self._end_revoked()
                 self._refresh_closed_minutes()
                 answer = self.hub.compose(self.question, self.closed or {})
                 body = {name: value for name, value in answer.items() if name != "timestamp"}
                 if body != last_body or started - last_sent >= self.hub.keepalive_s:
                     sequence += 1
-                    self.latest = (sequence, orjson.dumps(answer))
+                    self.latest = Message.of(sequence, answer)
                     for subscriber in list(self.subscribers):
                         subscriber.offer(self.latest)
                     self.hub.metrics.messages.inc()
@@ -176,6 +222,12 @@ class Channel:
         finally:
             if self._refreshing:
                 self._refreshing.cancel()
+
+    def _end_revoked(self) -> None:
+        """Once per tick for all subscribers (a dictionary lookup each), not once per subscriber's timer."""
+        for subscriber in list(self.subscribers):
+            if not subscriber.still_open():
+                subscriber.end("revoked")
 
     def _refresh_closed_minutes(self) -> None:
         if self._refreshing is None and time.monotonic() - self.closed_at >= self.hub.slow_refresh_s:
@@ -244,11 +296,14 @@ class LiveHub:
         return closed
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, question: LiveQuestion, transport: str) -> AsyncIterator[Subscriber]:
+    async def subscribe(self, question: LiveQuestion, transport: str,
+                        still_open: Callable[[], bool] = lambda: True) -> AsyncIterator[Subscriber]:
         """A subscriber of the question's channel (started with its first subscriber, ended after its last);
-        it receives the latest message at once."""
+        it receives the latest message at once, and is ended when ``still_open`` (its key) turns false."""
         self.check_ready()
-        subscriber = Subscriber(self.queue_size)
+        subscriber = Subscriber(self.queue_size, still_open)
+        if self.closing:
+            subscriber.end("closing")
         channel = self._channels.get(question)
         if channel is None:
             channel = self._channels[question] = Channel(self, question)
@@ -272,7 +327,14 @@ class LiveHub:
         if channel.task and not channel.task.cancelled() and channel.task.exception():
             log.error("live channel of %s failed: %s", question.account, channel.task.exception())
             for subscriber in channel.subscribers:
-                subscriber.dropped.set()
+                subscriber.end("failed")
+
+    def close(self) -> None:
+        """The process shuts down: every stream ends now (its client reconnects elsewhere or later)."""
+        self.closing = True
+        for channel in self._channels.values():
+            for subscriber in channel.subscribers:
+                subscriber.end("closing")
 
     async def stop(self) -> None:
         for channel in list(self._channels.values()):

@@ -5,12 +5,14 @@ Browsers cannot set headers on a WebSocket or an EventSource, so the key may als
 come as the ``key`` query parameter, as a ``Sec-WebSocket-Protocol`` value offered
 beside ``vidpulse``, or in the first WebSocket message (``{"key": "..."}``); the
 access log never shows a query string, and uvicorn's WebSocket lines are scrubbed
-of it (``vidpulse.logs``). A stream re-checks its key every second and closes when
-the key is revoked (within the key directory's refresh interval).
+of it (``vidpulse.logs``). The channel re-checks every stream's key each tick and ends
+it when the key is revoked (within the key directory's refresh interval).
 
 WebSocket refusals are sent as one ``{"error", "status"}`` message and a close
 code of 4000 + the HTTP status the REST API would answer (4400, 4401, 4403, 4429,
-4501, 4503); 4408 closes a client that does not read its messages.
+4501, 4503); 4408 closes a client that did not read its last messages (the
+subscriber's queue, 8 by default), 1012 ends streams when the server shuts down,
+1011 when the live figures failed in this process.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from queries.params import QueryError
 
 PROTOCOL = "vidpulse"
 KEY_WAIT_S = 5.0       # how long a WebSocket without a key has to send it as its first message
-SEND_TIMEOUT_S = 10.0  # a WebSocket that takes longer to take one message is dropped
+CLOSE_TIMEOUT_S = 10.0  # a closing handshake the client does not answer is abandoned
 SSE_RETRY_MS = 2000
 Fields = Annotated[str | None, Query(description=f"comma-separated, of: {', '.join(FIELDS)}; default all")]
 KeyParameter = Annotated[str | None, Query(alias="key", description="the API key, for clients that cannot send "
@@ -82,8 +84,8 @@ def live_router(context: QueryContext, hub: LiveHub) -> APIRouter:
         try:
             api_key = context.guard.admit(caller, account_id, "live")
             question = _admitted_question(api_key, account_id, params.get("where"), params.get("fields"))
-            async with hub.subscribe(question, "websocket") as subscriber:
-                await _push(websocket, subscriber, lambda: context.guard.still_open(api_key), hub)
+            async with hub.subscribe(question, "websocket", lambda: context.guard.still_open(api_key)) as subscriber:
+                await _push(websocket, subscriber, hub)
         except AuthError as exc:
             await _refuse(websocket, exc.status, exc.error)
         except QueryError as exc:
@@ -128,33 +130,35 @@ async def _socket_key(websocket: WebSocket, offered: list[str]) -> str:
     return ""
 
 
-async def _push(websocket: WebSocket, subscriber: Subscriber, still_open: Callable[[], bool], hub: LiveHub) -> None:
-    """Sends the channel's messages until the client leaves, its key is revoked or it stops reading."""
+async def _push(websocket: WebSocket, subscriber: Subscriber, hub: LiveHub) -> None:
+    """Sends the channel's messages until the client leaves, its key is revoked, it stops reading or the
+    server shuts down; then closes with the code that says which."""
+    sender = asyncio.create_task(_send_all(websocket, subscriber))
     reader = asyncio.create_task(_until_gone(websocket))
+    for task in (sender, reader):
+        task.add_done_callback(lambda _: subscriber.end("gone"))
     try:
-        while not reader.done():
-            if hub.closing:
-                await _close(websocket, 1012, "the server is restarting: reconnect")
-                return
-            if not still_open():
-                hub.metrics.dropped.labels("revoked").inc()
-                await _refuse(websocket, 401, "this key was revoked")
-                return
-            if subscriber.dropped.is_set():
-                hub.metrics.dropped.labels("slow").inc()
-                await _close(websocket, 4408, "the client did not read its messages")
-                return
-            message = await subscriber.next(1.0)
-            if message is not None:
-                try:
-                    async with asyncio.timeout(SEND_TIMEOUT_S):
-                        await websocket.send_text(message[1].decode())
-                except TimeoutError:
-                    subscriber.dropped.set()
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        return  # the client left while we sent
+        await subscriber.finished.wait()
     finally:
+        sender.cancel()
         reader.cancel()
+    if subscriber.ended == "closing":
+        await _close(websocket, 1012, "the server is restarting: reconnect")
+    elif subscriber.ended == "revoked":
+        hub.metrics.dropped.labels("revoked").inc()
+        await _refuse(websocket, 401, "this key was revoked")
+    elif subscriber.ended == "slow":
+        hub.metrics.dropped.labels("slow").inc()
+        await _close(websocket, 4408, "the client did not read its messages")
+    elif subscriber.ended == "failed":
+        await _close(websocket, 1011, "the live figures failed here: reconnect")
+
+
+async def _send_all(websocket: WebSocket, subscriber: Subscriber) -> None:
+    """A client that does not read blocks its send; its queue then fills and ends it as slow."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):  # the client left while we sent
+        while (message := await subscriber.next()) is not None:
+            await websocket.send_text(message.text)
 
 
 async def _until_gone(websocket: WebSocket) -> None:
@@ -173,7 +177,7 @@ async def _refuse(websocket: WebSocket, status: int, error: str) -> None:
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
-        await asyncio.wait_for(websocket.close(code, reason), SEND_TIMEOUT_S)
+        await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT_S)
 
 
 def _event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
@@ -189,17 +193,15 @@ async def _retry_later(error: str) -> AsyncIterator[bytes]:
 async def _server_sent(hub: LiveHub, question: LiveQuestion, still_open: Callable[[], bool]) -> AsyncIterator[bytes]:
     """``event: snapshot`` with the channel's sequence as ``id``; the latest snapshot comes first, so a client
     reconnecting with Last-Event-ID has it at once. Ends with ``event: error`` when the key is revoked."""
-    async with hub.subscribe(question, "sse") as subscriber:
+    async with hub.subscribe(question, "sse", still_open) as subscriber:
         yield f"retry: {SSE_RETRY_MS}\n\n".encode()
-        while not hub.closing:
-            if not still_open():
-                hub.metrics.dropped.labels("revoked").inc()
-                yield b"event: error\ndata: " + orjson.dumps({"error": "this key was revoked", "status": 401}) + b"\n\n"
-                return
-            if subscriber.dropped.is_set():
-                hub.metrics.dropped.labels("slow").inc()
-                return
-            message = await subscriber.next(1.0)
-            if message is not None:
-                yield b"id: %d\nevent: snapshot\ndata: %s\n\n" % message
-
+        while (message := await subscriber.next()) is not None:
+            yield b"id: %d\nevent: snapshot\ndata: %s\n\n" % (message.sequence, message.body)
+        if subscriber.ended == "revoked":
+            hub.metrics.dropped.labels("revoked").inc()
+            yield b"event: error\ndata: " + orjson.dumps({"error": "this key was revoked", "status": 401}) + b"\n\n"
+        elif subscriber.ended == "slow":
+            hub.metrics.dropped.labels("slow").inc()
+        elif subscriber.ended == "failed":
+            yield b"event: error\ndata: " + orjson.dumps({"error": "the live figures failed here: reconnect",
+                                                          "status": 500}) + b"\n\n"

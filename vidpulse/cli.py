@@ -79,7 +79,9 @@ async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str, dev_
     # log_config=None keeps our JSON handlers, and our middleware writes the access log (no client address)
     config = uvicorn.Config(logs.RequestIdMiddleware(app), host=settings.http_host, port=settings.http_port,
                             log_level="info", proxy_headers=False, timeout_graceful_shutdown=30, log_config=None,
-                            access_log=False)
+                            access_log=False, ws_per_message_deflate=False)
+    # No per-message deflate: a live message goes to every subscriber of its channel, and deflate would
+    # compress it again for each one (its state is per connection). The messages are a few KB a second.
     server = _Server(config, on_exit=process.closing)
     await server.serve()
     return 1 if getattr(server.lifespan, "shutdown_failed", False) else 0

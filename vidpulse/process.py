@@ -130,7 +130,7 @@ class Process:
     def closing(self) -> None:
         """The server begins to shut down: live streams end now (clients reconnect to another process)."""
         if "api" in self.roles:
-            self.live.closing = True
+            self.live.close()
 
     async def stop(self) -> None:
         """Live streams first, then the worker (it flushes to ClickHouse), then the producer, then the database."""

@@ -161,7 +161,8 @@ async def test_subscribers_of_one_question_share_one_computation_per_tick():
         assert fake.hub.metrics.channels._value.get() == 1
         assert 5 <= fake.computed <= 12  # per tick, not per subscriber
         for subscriber in subscribers:
-            assert orjson.loads(subscriber.queue.get_nowait()[1])["current"] == {"viewers": 0, "plays_per_minute": 0}
+            assert subscriber.pending == 1
+            assert orjson.loads((await subscriber.next()).body)["current"] == {"viewers": 0, "plays_per_minute": 0}
     await asyncio.sleep(0.15)
     assert fake.hub.metrics.channels._value.get() == 0
 
@@ -171,14 +172,15 @@ async def test_a_message_goes_out_on_change_and_as_a_keep_alive_only():
     fake = _Hub(tick_s=0.05, keepalive_s=0.4)
     question = parse_live("a", None, "viewers")
     async with fake.hub.subscribe(question, "test") as subscriber:
-        first = await subscriber.next(1)
-        assert first and orjson.loads(first[1])["current"]["viewers"] == 0
-        assert await subscriber.next(0.25) is None  # nothing changed, keep-alive not due
+        first = await within(subscriber, 1)
+        assert first and orjson.loads(first.body)["current"]["viewers"] == 0
+        assert await within(subscriber, 0.25) is None  # nothing changed, keep-alive not due
         fake.window.add(batch(1, [("1", "view", NOW)]), NOW)
-        changed = await subscriber.next(0.2)
-        assert changed and changed[0] == first[0] + 1 and orjson.loads(changed[1])["current"]["viewers"] == 1
-        keepalive = await subscriber.next(0.6)
-        assert keepalive and orjson.loads(keepalive[1])["current"]["viewers"] == 1
+        changed = await within(subscriber, 0.2)
+        assert changed and changed.sequence == first.sequence + 1 and orjson.loads(changed.body)["current"]["viewers"] == 1
+        assert changed.text == changed.body.decode()
+        keepalive = await within(subscriber, 0.6)
+        assert keepalive and orjson.loads(keepalive.body)["current"]["viewers"] == 1
 
 
 @in_loop
@@ -187,8 +189,36 @@ async def test_a_subscriber_that_does_not_read_is_dropped_and_the_others_go_on()
     question = parse_live("a", None, "viewers")
     async with fake.hub.subscribe(question, "test") as stuck, fake.hub.subscribe(question, "test") as reader:
         for _ in range(20):
-            assert await reader.next(1) is not None
-        assert stuck.dropped.is_set() and stuck.queue.qsize() == 4 and not reader.dropped.is_set()
+            assert await within(reader, 1) is not None
+        assert stuck.ended == "slow" and stuck.pending == 4 and reader.ended is None
+        assert await stuck.next() is None  # what it holds is not delivered after the drop
+
+
+@in_loop
+async def test_a_revoked_key_ends_its_streams_at_the_next_tick_and_only_those():
+    fake = _Hub(tick_s=0.02)
+    question = parse_live("a", None, "viewers")
+    valid = {"revoked": True, "kept": True}
+    async with fake.hub.subscribe(question, "test", lambda: valid["revoked"]) as revoked, \
+            fake.hub.subscribe(question, "test", lambda: valid["kept"]) as kept:
+        assert await within(revoked, 1) is not None
+        valid["revoked"] = False
+        await asyncio.wait_for(revoked.finished.wait(), 1)
+        assert revoked.ended == "revoked" and kept.ended is None
+
+
+@in_loop
+async def test_closing_ends_every_stream_and_refuses_new_ones():
+    fake = _Hub(tick_s=0.02)
+    question = parse_live("a", None, "viewers")
+    async with fake.hub.subscribe(question, "test") as first:
+        assert await within(first, 1) is not None
+        waiting = asyncio.create_task(first.next())  # asleep: nothing changes, no keep-alive due
+        await asyncio.sleep(0.05)
+        fake.hub.close()
+        assert await asyncio.wait_for(waiting, 1) is None and first.ended == "closing"
+        async with fake.hub.subscribe(question, "test") as late:
+            assert late.ended == "closing" and await late.next() is None
 
 
 @in_loop
@@ -202,6 +232,14 @@ async def test_live_figures_refuse_until_the_window_is_read():
     with pytest.raises(AuthError) as absent:
         fake.hub.check_ready()
     assert absent.value.status == 501
+
+
+async def within(subscriber: Any, timeout_s: float) -> Any:
+    """The subscriber's next message, or None when none came in time."""
+    try:
+        return await asyncio.wait_for(subscriber.next(), timeout_s)
+    except TimeoutError:
+        return None
 
 
 class contextlib_nested:  # noqa: N801 - reads as the context manager it is
