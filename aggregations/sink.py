@@ -50,6 +50,7 @@ class SinkConfig:
     flush_max_events: int
     dimension_cap_per_day: int = 10_000
     max_cached_sessions: int = 500_000
+    lateness_ms: int = 7 * 24 * 3_600_000  # the tracker's: no accepted event is older than this when received
 
 
 @dataclass
@@ -144,10 +145,11 @@ class EventSink:
     async def reload(self, partitions: set[int]) -> None:
         """On assignment: sessions a previous owner (or this worker before a restart) left open get
         their timeout stretch written by the timer, as if no one had stopped. Best effort: only
-        concurrency minutes depend on it, and the window is RELOAD_WINDOW_MS back from now."""
+        concurrency minutes depend on it, and the window is RELOAD_WINDOW_MS back from now, by event time or
+        by receipt."""
         since = self._clock_ms() - RELOAD_WINDOW_MS
         try:
-            found = await self._writer.recent_sessions(sorted(partitions), since)
+            found = await self._writer.recent_sessions(sorted(partitions), since, since - self._config.lateness_ms)
         except (ClickHouseError, OSError) as exc:
             log.warning("could not reload open sessions of partitions %s: %s", sorted(partitions), exc)
             return

@@ -127,5 +127,5 @@ def _sink_config(settings: Settings) -> SinkConfig:
         consumer_group=settings.consumer_group, topic=settings.events_topic,
         session_timeout_ms=settings.session_timeout_s * 1000, close_grace_ms=settings.session_close_grace_s * 1000,
         flush_interval_s=settings.flush_interval_s, flush_max_events=settings.flush_max_events,
-        dimension_cap_per_day=settings.dimension_cap_per_day,
+        dimension_cap_per_day=settings.dimension_cap_per_day, lateness_ms=settings.lateness_s * 1000,
     )

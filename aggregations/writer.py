@@ -62,17 +62,21 @@ class ClickHouseWriter:
         await self._timed("dimension_values", self._db.ainsert(
             "dimension_values", rows, ("account", "day", "dimension", "value")), len(rows))
 
-    async def recent_sessions(self, partitions: list[int], since_ms: int) -> list[tuple[Any, ...]]:
-        """Sessions of these partitions active since ``since_ms``: (account, session_key, fingerprint,
-        dimension values, [(event_id, type, event_time_ms, kafka_offset)], partition), to close the ones a
-        previous owner left open."""
+    async def recent_sessions(self, partitions: list[int], since_ms: int, oldest_event_ms: int) -> list[tuple[Any, ...]]:
+        """Sessions of these partitions active or received since ``since_ms``: (account, session_key,
+        fingerprint, dimension values, [(event_id, type, event_time_ms, kafka_offset)], partition), to close
+        the ones a previous owner left open. Received too: a late sender's or a replay's events are old;
+        none is older than ``oldest_event_ms`` (the tracker's lateness), which keeps the read to the months
+        that can hold them."""
         dimensions = ", ".join(DIMENSIONS)
         return await self._db.aquery(
             f"SELECT account, session_key, any(fingerprint), argMax(tuple({dimensions}), event_time), "
             "groupArray((event_id, type, toUnixTimestamp64Milli(event_time), kafka_offset)), any(kafka_partition) "
             "FROM events_raw WHERE kafka_partition IN {parts:Array(UInt32)} "
-            "AND event_time >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') AND NOT is_bot "
-            "GROUP BY account, session_key", {"parts": partitions, "since": since_ms})
+            "AND event_time >= fromUnixTimestamp64Milli({oldest:Int64}, 'UTC') "
+            "AND (event_time >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') "
+            "OR received_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')) AND NOT is_bot "
+            "GROUP BY account, session_key", {"parts": partitions, "since": since_ms, "oldest": oldest_event_ms})
 
     async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
         """Raw events, then the same block to events_stream, whose views sum the metrics (each target

@@ -113,6 +113,20 @@ def test_a_worker_killed_between_the_raw_part_and_the_views_loses_nothing_on_rep
     assert clickhouse.query("SELECT sum(passes) FROM retention_passes WHERE source = 'q'") == [(1,)]
 
 
+def test_a_new_owner_reloads_a_session_received_lately_whatever_its_event_times(clickhouse):
+    """A replayed or late session (events half an hour old, received a minute ago) left open by a killed
+    worker must be reloaded by the partition's next owner, or the stretch after its last event is never
+    written; one received long ago is not reloaded."""
+    writer = ClickHouseWriter(clickhouse, WorkerMetrics(CollectorRegistry()))
+    now = int(time.time() * 1000)
+    late = SCENARIO[0].model_copy(update={"received_at_ms": now - M})
+    old = make_batch(99, "v", "US", [("1", "view", BASE, {})])
+    asyncio.run(writer.write(SinkRows(raw=[raw_row(batch, e, 3, offset) for offset, batch in enumerate((late, old))
+                                           for e in batch.events]), None))
+    found = asyncio.run(writer.recent_sessions([3], now - 15 * M, now - 15 * M - 86_400_000))
+    assert [(account, key) for account, key, *_ in found] == [(late.account, late.session_key)]
+
+
 def test_events_totals_per_dimension(clickhouse):
     load(clickhouse, SCENARIO)
     response = get(clickhouse, "/v1/events/accounts/1234", dimensions="video,country",

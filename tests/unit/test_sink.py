@@ -33,11 +33,12 @@ class RecordingWriter:
         self.session_minutes: set[tuple] = set()
         self.fail_writes = fail_writes
 
-    async def recent_sessions(self, partitions, since_ms):
+    async def recent_sessions(self, partitions, since_ms, oldest_event_ms):
         found: dict = {}
         for row in self.raw_rows():
             when = int(row[6].timestamp() * 1000)
-            if row[-3] in partitions and when >= since_ms and not row[23]:
+            received = int(row[8].timestamp() * 1000)
+            if row[-3] in partitions and when >= oldest_event_ms and since_ms <= max(when, received) and not row[23]:
                 entry = found.setdefault(row[2], [row[0], row[2], row[3], tuple(row[9:21]), [], row[-3]])
                 entry[4].append((row[4], row[5], when, row[-2]))
         return [tuple(entry) for entry in found.values()]
