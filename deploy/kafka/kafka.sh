@@ -38,10 +38,10 @@ FETCH_STAMP="$KAFKA_HOME/.fetched"          # holds the sha256 of the pom it cam
 M2_DIR="$CACHE_DIR/m2"
 
 DATA_DIR="${VIDPULSE_KAFKA_DATA_DIR:-$CACHE_DIR/kafka-data}"
-LOG_DIRS="$DATA_DIR/logs"                   # Kafka's own data (topics + metadata log)
 # One broker per folder, however it is reached: a symlinked .cache (a git worktree's) must name the same
 # files, or another checkout's `status` would not recognise the broker and its `stop` would orphan it.
 if [[ -d "$DATA_DIR" ]]; then DATA_DIR="$(cd -P "$DATA_DIR" && pwd)"; fi
+LOG_DIRS="$DATA_DIR/logs"                   # Kafka's own data (topics + metadata log)
 PROPS="$DATA_DIR/server.properties"
 LOG4J_CONF="$DATA_DIR/log4j2.properties"
 BROKER_LOG="$DATA_DIR/broker.log"
