@@ -39,6 +39,7 @@ from ingest.topics import broker_reachable, ensure_topics
 from ingest.tracker import Tracker
 from queries.api import QueryContext, QueryMetrics, bad_request, query_router
 from queries.auth import Guard
+from queries.contract import install as install_contract
 from queries.dashboard import dashboard_router
 from queries.export import export_router
 from queries.live import LiveHub, LiveMetrics
@@ -176,6 +177,7 @@ class Process:
             app.include_router(livepeer_router(context, self.live))
             app.include_router(dashboard_router())
             self._mount_mcp(app)
+        install_contract(app)
         return app
 
     def _mount_mcp(self, app: FastAPI) -> None:
