@@ -17,8 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+MAX_MS = 2**63 - 1  # epoch ms as Kafka and ClickHouse hold them (Int64)
+# The patterns say in the OpenAPI document what _reject_control and the trimming enforce: no control characters,
+# and (for required text) something besides whitespace.
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+NOT_BLANK = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
 Ident = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_-]+$")]
-Printable = Annotated[str, StringConstraints(strip_whitespace=True)]
+Printable = Annotated[str, StringConstraints(strip_whitespace=True, pattern=NOT_BLANK)]
 
 
 class _Strict(BaseModel):
@@ -27,17 +32,18 @@ class _Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _reject_control(cls, data: Any) -> Any:
+        """In the model's own fields: unknown fields are ignored, whatever they hold."""
         if isinstance(data, dict):
             for key, value in data.items():
-                if isinstance(value, str) and _CONTROL.search(value):
+                if key in cls.model_fields and isinstance(value, str) and _CONTROL.search(value):
                     raise ValueError(f"{key}: control characters are not allowed")
         return data
 
 
 class Context(_Strict):
-    tz: str | None = None
-    user: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    page: Annotated[str, Field(max_length=2048)] | None = None
+    tz: Annotated[str, Field(pattern=NO_CONTROL)] | None = None
+    user: Annotated[Printable, Field(min_length=1, max_length=128)] | None = None
+    page: Annotated[str, Field(max_length=2048, pattern=NO_CONTROL)] | None = None
     duration: Annotated[float, Field(ge=0)] | None = None
 
     @field_validator("tz", mode="after")
@@ -71,14 +77,14 @@ class Envelope(_Strict):
     session: Annotated[Ident, Field(min_length=8, max_length=64)]
     video: Annotated[Printable, Field(min_length=1, max_length=128)]
     live: bool = False
-    sent_at: Annotated[int, Field(ge=0)] | None = None
+    sent_at: Annotated[int, Field(ge=0, le=MAX_MS)] | None = None
     context: Context = Context()
     events: Annotated[list[Any], Field(min_length=1)]
 
 
 class _Event(_Strict):
     id: Annotated[Printable, Field(min_length=1, max_length=64)]
-    ts: Annotated[int, Field(ge=0)]
+    ts: Annotated[int, Field(ge=0, le=MAX_MS)]
 
 
 Ms = Annotated[int, Field(ge=0, le=600_000)]
