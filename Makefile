@@ -45,13 +45,17 @@ install: $(STAMP)
 # Livepeer's SDK, which the tests drive unmodified, pins pydantic and httpx versions of its own: it gets
 # a virtual environment of its own under .cache/.
 LIVEPEER_VENV := .cache/livepeer-0.3.0
-$(STAMP): pyproject.toml queries/dashboard/package-lock.json
+# openapi-python-client generates a client from /openapi.json in a test; it and its output run apart too.
+OPENAPI_CLIENT_VENV := .cache/openapi-python-client-0.29.1
+$(STAMP): pyproject.toml queries/dashboard/package-lock.json Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	npm ci --prefix queries/dashboard --no-audit --no-fund --loglevel=error
 	$(PYTHON) -m venv $(LIVEPEER_VENV)
 	$(LIVEPEER_VENV)/bin/pip install --quiet livepeer==0.3.0
+	$(PYTHON) -m venv $(OPENAPI_CLIENT_VENV)
+	$(OPENAPI_CLIENT_VENV)/bin/pip install --quiet openapi-python-client==0.29.1
 	bash deploy/kafka/kafka.sh fetch
 	touch $(STAMP)
 

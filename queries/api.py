@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 # No pattern here: FastAPI would check it before the key, and the key is checked first (a malformed id
 # matches no key's account: 401 without a key, 403 with one).
 AccountId = Annotated[str, Path(description="the account's id")]
-Dimensions = Annotated[str | None, Query(description=f"comma-separated, of: {', '.join(GROUPABLE)}")]
-Metrics = Annotated[str | None, Query(description=f"comma-separated, of: {', '.join(METRICS)}")]
+# A list comes comma-separated (the document's form) or as the parameter repeated (what clients generated from
+# the document send for an array, e.g. openapi-python-client's): both are the same list.
+Dimensions = Annotated[list[str] | None, Query(description=f"comma-separated, of: {', '.join(GROUPABLE)}")]
+Metrics = Annotated[list[str] | None, Query(alias="metrics", description=f"comma-separated, of: {', '.join(METRICS)}")]
 Where = Annotated[str | None, Query(description="d1==v1,v2;d2==v3 (';' is AND, ',' is IN)")]
 From = Annotated[str | None, Query(alias="from", description="epoch ms or ISO 8601; default now - 32 days")]
 To = Annotated[str | None, Query(description="epoch ms or ISO 8601; default now; its minute is included")]
@@ -48,20 +50,24 @@ class QueryContext:
     guard: Guard
 
 
+def _joined(values: list[str] | None) -> str | None:
+    return ",".join(values) if values is not None else None
+
+
 def query_router(context: QueryContext) -> APIRouter:
     router = APIRouter(tags=["analytics"], default_response_class=OrjsonResponse)
     db = context.db
 
     @router.get("/v1/timeseries/accounts/{account_id}", summary="Metric values per time bucket")
     async def timeseries(account_id: AccountId, caller: CallerOf, dimensions: Dimensions = None,
-                         metrics_: Annotated[str | None, Query(alias="metrics")] = None, where: Where = None,
+                         metrics_: Metrics = None, where: Where = None,
                          start: From = None, to: To = None, bucket_duration: str | None = None,
                          bucket_limit: str | None = None,
                          time_step: Annotated[str | None, Query(description="hour|day|week|month|year|all")] = None,
                          tz: Annotated[str | None, Query(description="IANA zone for time_step; default UTC")] = None,
                          ) -> Any:
         async def run(key: ApiKey) -> Any:
-            question = parse_question(account_id, dimensions, metrics_, where, start, to)
+            question = parse_question(account_id, _joined(dimensions), _joined(metrics_), where, start, to)
             check_scope(key, question)
             buckets = parse_buckets(question, bucket_duration, bucket_limit, time_step, tz)
             return await answers.timeseries(db, question, buckets)
@@ -69,13 +75,13 @@ def query_router(context: QueryContext) -> APIRouter:
 
     @router.get("/v1/events/accounts/{account_id}", summary="Metric totals over the range")
     async def events(account_id: AccountId, caller: CallerOf, dimensions: Dimensions = None,
-                     metrics_: Annotated[str | None, Query(alias="metrics")] = None, where: Where = None,
+                     metrics_: Metrics = None, where: Where = None,
                      start: From = None, to: To = None,
                      sort: Annotated[str | None, Query(description="a requested metric, '-' for descending")] = None,
                      limit: Annotated[str | None, Query(description="1..10000, default 100")] = None,
                      offset: Annotated[str | None, Query(description="default 0")] = None) -> Any:
         async def run(key: ApiKey) -> Any:
-            question = parse_question(account_id, dimensions, metrics_, where, start, to)
+            question = parse_question(account_id, _joined(dimensions), _joined(metrics_), where, start, to)
             check_scope(key, question)
             page = parse_page(sort, limit, offset, question.metrics)
             return await answers.totals(db, question, *page)

@@ -52,29 +52,37 @@ class Operation:
     statuses: tuple[int, ...] = QUERY
     problem: Any = schemas.Problem
     name: str = ""  # the answer's schema name, when the type has none of its own (a dict or a list)
+    operation_id: str = ""  # what a generated client names the call (FastAPI's default spells the path out)
 
 
 VIEWERSHIP = list[schemas.ViewershipRow]
 OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("get", "/v1/timeseries/accounts/{account_id}"): Operation(schemas.Timeseries, name="Timeseries"),
-    ("get", "/v1/events/accounts/{account_id}"): Operation(schemas.Events),
-    ("get", "/v1/whoami"): Operation(schemas.Whoami, (200, 401, 403, 429, 503)),
-    ("get", "/v1/retention/accounts/{account_id}/videos/{video_id}"): Operation(schemas.Retention, (*QUERY, 404)),
+    ("get", "/v1/timeseries/accounts/{account_id}"): Operation(schemas.Timeseries, name="Timeseries",
+                                                                 operation_id="getTimeseries"),
+    ("get", "/v1/events/accounts/{account_id}"): Operation(schemas.Events, operation_id="getEvents"),
+    ("get", "/v1/whoami"): Operation(schemas.Whoami, (200, 401, 403, 429, 503), operation_id="whoami"),
+    ("get", "/v1/retention/accounts/{account_id}/videos/{video_id}"): Operation(
+        schemas.Retention, (*QUERY, 404), operation_id="getRetention"),
     ("get", "/v1/events/accounts/{account_id}/videos/{video_id}/export"): Operation(
-        {XLSX: {"type": "string", "format": "binary"}, "text/csv": {"type": "string"}}, (*QUERY, 404)),
-    ("get", "/v1/usage/accounts/{account_id}"): Operation(schemas.Usage),
-    ("get", "/v1/realtime/accounts/{account_id}"): Operation(schemas.Realtime, (*QUERY, 501)),
+        {XLSX: {"type": "string", "format": "binary"}, "text/csv": {"type": "string"}}, (*QUERY, 404),
+        operation_id="exportVideoEvents"),
+    ("get", "/v1/usage/accounts/{account_id}"): Operation(schemas.Usage, operation_id="getUsage"),
+    ("get", "/v1/realtime/accounts/{account_id}"): Operation(schemas.Realtime, (*QUERY, 501), operation_id="getRealtime"),
     ("get", "/v1/live/accounts/{account_id}"): Operation(
         {"text/event-stream": {"type": "string", "description": "`event: snapshot` messages holding the realtime "
                                                                 "answer; `event: error` before the stream ends"}},
-        (*QUERY, 406, 501)),
-    ("get", "/data/views/query"): Operation(VIEWERSHIP, problem=schemas.LivepeerProblem, name="Viewership"),
-    ("get", "/data/views/query/creator"): Operation(VIEWERSHIP, problem=schemas.LivepeerProblem, name="Viewership"),
+        (*QUERY, 406, 501), operation_id="streamLive"),
+    ("get", "/data/views/query"): Operation(VIEWERSHIP, problem=schemas.LivepeerProblem, name="Viewership",
+                                            operation_id="getViewershipMetrics"),
+    ("get", "/data/views/query/creator"): Operation(VIEWERSHIP, problem=schemas.LivepeerProblem, name="Viewership",
+                                                    operation_id="getCreatorViewershipMetrics"),
     ("get", "/data/views/query/total/{playbackId}"): Operation(schemas.TotalViews, (*QUERY, 404),
-                                                               problem=schemas.LivepeerProblem),
+                                                               problem=schemas.LivepeerProblem,
+                                                               operation_id="getPublicViewershipMetrics"),
     ("get", "/data/views/now"): Operation(list[schemas.ViewersNow], (*QUERY, 501), problem=schemas.LivepeerProblem,
-                                           name="ViewersNowList"),
-    ("get", "/data/usage/query"): Operation(schemas.LivepeerUsage, problem=schemas.LivepeerProblem),
+                                           name="ViewersNowList", operation_id="getRealtimeViewershipNow"),
+    ("get", "/data/usage/query"): Operation(schemas.LivepeerUsage, problem=schemas.LivepeerProblem,
+                                            operation_id="getUsageMetrics"),
 }
 
 
@@ -136,6 +144,8 @@ def _complete(operation: dict[str, Any], path: str, known: Operation, components
         operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "key"]
     operation["security"] = keys
     operation["responses"] = _responses(known, components)
+    if known.operation_id:
+        operation["operationId"] = known.operation_id
 
 
 def _parameter(path: str, parameter: dict[str, Any]) -> dict[str, Any]:
