@@ -12,6 +12,19 @@ from queries.params import Buckets, Question
 DimensionKey = tuple[Any, ...]
 Found = dict[DimensionKey, dict[Component, float]]
 
+# At most this many points in one timeseries answer (all metrics, all series): about 45 MB of JSON. Each series is
+# bounded by MAX_POINTS before the query runs, but the number of series is known only from the data: a month
+# of minutes over 9 dimensions and 20 metrics was an 815 MB answer that held the process for a minute.
+MAX_ANSWER_POINTS = 1_000_000
+
+
+class AnswerTooLarge(Exception):
+    """A 422: the question is valid, but its answer is larger than this deployment sends."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
 
 async def timeseries(db: ClickHouse, question: Question, buckets: Buckets) -> dict[str, Any]:
     """Every bucket of every series; a bucket without data is 0 (null for ratios and percentiles)."""
@@ -22,7 +35,23 @@ async def timeseries(db: ClickHouse, question: Question, buckets: Buckets) -> di
             bucket_ms = int(row[0]) * 1000
             if bucket_ms in per_bucket:
                 _collect(per_bucket[bucket_ms], question, row[1:], statement.components)
-    return {name: {"data": _series(question, name, buckets, per_bucket)} for name in question.metrics}
+    keys = {name: _keys(name, per_bucket) for name in question.metrics}
+    _check_size(sum(map(len, keys.values())), len(buckets.starts_ms))
+    return {name: {"data": _series(question, name, buckets, per_bucket, keys[name])} for name in question.metrics}
+
+
+def _keys(name: str, per_bucket: dict[int, Found]) -> list[DimensionKey]:
+    """The combinations with data in any bucket of this metric: one series each, in ascending order."""
+    components = METRICS[name].components
+    return sorted({key for found in per_bucket.values() for key, values in found.items()
+                   if any(component in values for component in components)})
+
+
+def _check_size(series: int, buckets: int) -> None:
+    if series * buckets > MAX_ANSWER_POINTS:
+        raise AnswerTooLarge(f"the answer would hold {series * buckets:,} points ({series:,} series of {buckets:,} "
+                             f"buckets); at most {MAX_ANSWER_POINTS:,}: choose a longer bucket_duration, filter "
+                             "with where, or ask fewer metrics or dimensions")
 
 
 async def totals(db: ClickHouse, question: Question, sort: str | None, descending: bool,
@@ -48,10 +77,9 @@ def _collect(found: Found, question: Question, row: tuple[Any, ...], components:
         entry[component] = value
 
 
-def _series(question: Question, name: str, buckets: Buckets, per_bucket: dict[int, Found]) -> list[dict[str, Any]]:
+def _series(question: Question, name: str, buckets: Buckets, per_bucket: dict[int, Found],
+            keys: list[DimensionKey]) -> list[dict[str, Any]]:
     metric = METRICS[name]
-    keys = sorted({key for found in per_bucket.values() for key, values in found.items()
-                   if any(component in values for component in metric.components)})
     return [{"dimensions": _dimensions(question, key),
              "points": [{"timestamp": start, "value": value_of(metric, per_bucket[start].get(key, {}))}
                         for start in buckets.starts_ms]} for key in keys]

@@ -124,6 +124,8 @@ async def answer_with(context: QueryContext, endpoint: str, account: str, caller
         if exc.valid is not None:
             content["valid"] = exc.valid
         response = OrjsonResponse(content, status_code=400)
+    except answers.AnswerTooLarge as exc:
+        response = OrjsonResponse({"error": exc.error}, status_code=422)
     except ClickHouseError as exc:
         response = _database_error(exc)
     context.metrics.latency.labels(endpoint, str(response.status_code)).observe(time.perf_counter() - started)

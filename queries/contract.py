@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 from ingest.models import Envelope
 from queries import schemas
+from queries.answers import MAX_ANSWER_POINTS
 from queries.export import XLSX
 from queries.parameters import EMPTY_IS_DEFAULT, OVERRIDES, PATH_PARAMETERS, query_parameters
 
@@ -36,7 +37,8 @@ _STATUSES = {
     406: "this endpoint answers only the media type named in the error",
     413: "the body is larger than allowed, or holds more events than a batch may",
     415: "Content-Type is neither application/json nor text/plain",
-    422: "the query exceeds this deployment's cost limits: narrow the range, filter, or group by less",
+    422: f"the query exceeds this deployment's cost limits, or its answer the size limit ({MAX_ANSWER_POINTS:,} points): "
+         "narrow the range, filter, or group by less",
     429: "rate limited (or, for beacons, the account's monthly quota is used up): retry after Retry-After",
     501: "live figures are not available in this deployment (no broker configured)",
     503: "not available now (the analytics database, the event log or the keys): retry after Retry-After",

@@ -14,11 +14,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from queries.catalog import METRICS
 from tests.integration.conftest import PAGE, SIMULATED
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
@@ -84,3 +86,21 @@ def test_scope_refusals_are_documented_answers(simulated, tmp_path):
     found = counts(summary)
     assert found["generated"] > 100 and found["passed"] == found["generated"], summary
     assert "Failures:" not in summary and "Errors:" not in summary
+
+
+def test_an_answer_over_the_size_limit_is_a_422_that_says_what_to_narrow(simulated):
+    """Each series is bounded before the query runs, the number of series only by the data: a month of minutes
+    over the simulated day's sessions, 9 dimensions and every metric, would be hundreds of MB."""
+    start = simulated.truth["range"]["from"]
+    month = {"from": str(start - 16 * 86_400_000), "to": str(start + 16 * 86_400_000)}
+    dimensions = "video,country,continent,subdivision,device_type,os,browser,player,timezone"
+    url = f"{simulated.url}/v1/timeseries/accounts/{SIMULATED}"
+    started = time.monotonic()
+    refused = httpx.get(url, params={"dimensions": dimensions, "metrics": ",".join(METRICS), **month},
+                        auth=simulated.auth, timeout=60)
+    assert refused.status_code == 422, refused.text[:500]
+    assert "at most 1,000,000" in refused.json()["error"] and "bucket_duration" in refused.json()["error"]
+    assert time.monotonic() - started < 20
+    hourly = httpx.get(url, params={"dimensions": dimensions, "metrics": ",".join(METRICS), "bucket_duration": "1h",
+                                    **month}, auth=simulated.auth, timeout=60)
+    assert hourly.status_code == 200 and len(hourly.json()["video_view"]["data"][0]["points"]) == 32 * 24 + 1
