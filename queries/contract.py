@@ -55,6 +55,7 @@ class Operation:
     problem: Any = schemas.Problem
     name: str = ""  # the answer's schema name, when the type has none of its own (a dict or a list)
     operation_id: str = ""  # what a generated client names the call (FastAPI's default spells the path out)
+    account_links: tuple[str, ...] = ()  # operations whose account_id is this answer's `account` (OpenAPI links)
 
 
 VIEWERSHIP = list[schemas.ViewershipRow]
@@ -62,7 +63,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get", "/v1/timeseries/accounts/{account_id}"): Operation(schemas.Timeseries, name="Timeseries",
                                                                  operation_id="getTimeseries"),
     ("get", "/v1/events/accounts/{account_id}"): Operation(schemas.Events, operation_id="getEvents"),
-    ("get", "/v1/whoami"): Operation(schemas.Whoami, (200, 401, 403, 429, 503), operation_id="whoami"),
+    ("get", "/v1/whoami"): Operation(schemas.Whoami, (200, 401, 403, 429, 503), operation_id="whoami",
+                                     account_links=("getEvents", "getTimeseries", "getUsage", "getRealtime")),
     ("get", "/v1/retention/accounts/{account_id}/videos/{video_id}"): Operation(
         schemas.Retention, (*QUERY, 404), operation_id="getRetention"),
     ("get", "/v1/events/accounts/{account_id}/videos/{video_id}/export"): Operation(
@@ -134,7 +136,21 @@ def document(app: FastAPI) -> dict[str, Any]:
         doc["paths"]["/v1/track"] = {"post": track_operation(components)}
     if "/mcp" in served:
         doc["paths"]["/mcp"] = {"post": mcp_operation(components)}
+    _drop_dangling_links(doc)
     return doc
+
+
+def _drop_dangling_links(doc: dict[str, Any]) -> None:
+    """A process serves only its roles' routes: a link may name only an operation this document holds."""
+    ids = {operation.get("operationId") for methods in doc["paths"].values() for operation in methods.values()}
+    for methods in doc["paths"].values():
+        for operation in methods.values():
+            for response in operation.get("responses", {}).values():
+                if "links" in response:
+                    response["links"] = {name: link for name, link in response["links"].items()
+                                         if link["operationId"] in ids}
+                    if not response["links"]:
+                        del response["links"]
 
 
 def _complete(operation: dict[str, Any], path: str, known: Operation, components: Components) -> None:
@@ -170,6 +186,10 @@ def _responses(known: Operation, components: Components) -> dict[str, Any]:
         if 200 <= status < 300:
             responses[str(status)] = {"description": _STATUSES[status],
                                       "content": _answer(known.answer, known.name, components)}
+            if known.account_links:
+                responses[str(status)]["links"] = {
+                    target: {"operationId": target, "parameters": {"account_id": "$response.body#/account"},
+                             "description": "the key's own account"} for target in known.account_links}
             continue
         response: dict[str, Any] = {"description": _STATUSES[status], "content": {"application/json": {"schema": problem}}}
         if status in (429, 503):

@@ -50,6 +50,16 @@ def test_the_tracker_is_in_the_document_where_it_is_served():
     assert track["security"] == []
 
 
+def test_whoami_links_its_account_to_the_account_operations():
+    """The links are what Schemathesis's stateful phase chains; each names an operation of the document."""
+    doc = document(app_with())
+    links = doc["paths"]["/v1/whoami"]["get"]["responses"]["200"]["links"]
+    # getUsage and getRealtime are served by other routers, absent from this reduced app: no link to them
+    assert {name: link["operationId"] for name, link in links.items()} == {"getEvents": "getEvents",
+                                                                         "getTimeseries": "getTimeseries"}
+    assert {link["parameters"]["account_id"] for link in links.values()} == {"$response.body#/account"}
+
+
 def test_an_undescribed_route_fails_the_build():
     app = app_with()
 
