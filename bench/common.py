@@ -6,12 +6,15 @@ puts the repository root on ``sys.path`` first.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -74,3 +77,28 @@ def log_warnings(path: Path) -> list[str]:
     return [line.strip()[:300] for line in path.read_text(errors="replace").splitlines()
             if (" WARNING " in line or " ERROR " in line or '"WARNING"' in line or '"ERROR"' in line)
             and "FINGERPRINT_SALT" not in line]
+
+
+def report_failure(bench: str, exc: BaseException, process: Any) -> None:
+    """A failed run names its exception and shows the tail of vidpulse's log, which usually says why."""
+    tail = process.log_tail()
+    print(f"{bench}: the run failed: {exc!r}" + (f"\n--- {process.log_path.name} (tail) ---\n{tail}" if tail else ""),
+          file=sys.stderr)
+
+
+def clean_up(process: Any, bootstrap: str, run_id: str, workdir: Path, *, failed: bool, keep_workdir: bool,
+             started_broker: bool, stop_broker: bool) -> None:
+    """Stops vidpulse, deletes the run's topics, keeps the workdir only when it explains a failure or was asked
+    for, and stops the local broker only if this run started it and the caller wants it stopped."""
+    process.stop()
+    asyncio.run(delete_topics(bootstrap, run_id))
+    if (failed and process.log_path.exists()) or keep_workdir:
+        print(f"workdir kept: {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if started_broker:
+        if stop_broker:
+            subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], capture_output=True)
+        else:
+            print("note: this run started the local broker and left it running (make broker-stop stops it)",
+                  file=sys.stderr)

@@ -26,9 +26,7 @@ import math
 import os
 import platform
 import random
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +42,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from bench.common import KAFKA_SCRIPT, delete_topics, find_broker, fmt, log_warnings, summary  # noqa: E402
+from bench.common import clean_up, find_broker, fmt, log_warnings, report_failure, summary  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from tests.vidpulse_process import VidpulseProcess  # noqa: E402
 
@@ -405,22 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(numbers, indent=2, default=str) + "\n")
         failed = False
     except Exception as exc:  # noqa: BLE001 - any failure of the run is reported with the log
-        tail = process.log_tail()
-        print(f"freshness: the run failed: {exc!r}" + (f"\n--- {process.log_path.name} (tail) ---\n{tail}" if tail else ""),
-              file=sys.stderr)
+        report_failure("freshness", exc, process)
     finally:
-        process.stop()
-        asyncio.run(delete_topics(bootstrap, run_id))
-        if (failed and process.log_path.exists()) or args.keep_workdir:
-            print(f"workdir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if started_broker:
-            if args.stop_broker:
-                subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], capture_output=True)
-            else:
-                print("note: this run started the local broker and left it running (make broker-stop stops it)",
-                      file=sys.stderr)
+        clean_up(process, bootstrap, run_id, workdir, failed=failed, keep_workdir=args.keep_workdir,
+                 started_broker=started_broker, stop_broker=args.stop_broker)
     return 1 if failed else 0
 
 

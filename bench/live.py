@@ -60,7 +60,7 @@ import psutil  # noqa: E402
 import websockets  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
-from bench.common import KAFKA_SCRIPT, delete_topics, find_broker, fmt, log_warnings, summary  # noqa: E402
+from bench.common import clean_up, find_broker, fmt, log_warnings, report_failure, summary  # noqa: E402
 from ingest.simulator import COUNTRIES, DEVICES  # noqa: E402
 from tests.vidpulse_process import VidpulseProcess  # noqa: E402
 
@@ -1102,8 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = bool(run.get("failed_parts"))
         except (Exception, KeyboardInterrupt, SystemExit) as exc:  # reported below, with what was measured before
             run["error"] = repr(exc)
-            print(f"live: the run failed: {exc!r}\n--- {process.log_path.name} (tail) ---\n{process.log_tail()}",
-                  file=sys.stderr)
+            report_failure("live", exc, process)
         run["log_warnings"] = log_warnings(process.log_path)
         meta["load_after"] = " ".join(f"{value:.2f}" for value in os.getloadavg())
         print(report(meta, run, args))
@@ -1111,22 +1110,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps({"meta": meta, **run}, indent=2, default=str) + "\n")
         print(f"(written to {args.out})", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - vidpulse did not start, or the report could not be written
-        tail = process.log_tail()
-        print(f"live: the run failed: {exc!r}" + (f"\n--- {process.log_path.name} (tail) ---\n{tail}" if tail else ""),
-              file=sys.stderr)
+        report_failure("live", exc, process)
     finally:
-        process.stop()
-        asyncio.run(delete_topics(bootstrap, run_id))
-        if (failed and process.log_path.exists()) or args.keep_workdir:
-            print(f"workdir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if started_broker:
-            if args.keep_broker:
-                print("note: this run started the local broker and left it running (make broker-stop stops it)",
-                      file=sys.stderr)
-            else:
-                subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], capture_output=True)
+        clean_up(process, bootstrap, run_id, workdir, failed=failed, keep_workdir=args.keep_workdir,
+                 started_broker=started_broker, stop_broker=not args.keep_broker)
     return 1 if failed else 0
 
 
