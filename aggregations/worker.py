@@ -32,7 +32,8 @@ class Worker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level of its datadir
         self.app = faust.App(
             settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
-            autodiscover=False, topic_partitions=settings.topic_partitions, consumer_auto_offset_reset="earliest",
+            autodiscover=False, topic_partitions=settings.topic_partitions,
+            topic_replication_factor=settings.topic_replication, consumer_auto_offset_reset="earliest",
             stream_wait_empty=False, broker_commit_interval=settings.commit_interval_s,
             broker_session_timeout=settings.consumer_session_timeout_s,
             broker_heartbeat_interval=2.0, datadir=str(settings.data_dir / "faust"),

@@ -36,8 +36,8 @@ class PublishError(Exception):
 
 class EventProducer:
     def __init__(self, bootstrap: str, topics: tuple[str, str], partitions: int, spool: Spool,
-                 spool_after_s: float, metrics: TrackerMetrics) -> None:
-        self._bootstrap, self._partitions = bootstrap, partitions
+                 spool_after_s: float, metrics: TrackerMetrics, replication: int = 1) -> None:
+        self._bootstrap, self._partitions, self._replication = bootstrap, partitions, replication
         self._events_topic, self._dead_letter_topic = topics
         self._spool, self._spool_after_s, self._metrics = spool, spool_after_s, metrics
         self._producer: AIOKafkaProducer | None = None
@@ -113,7 +113,8 @@ class EventProducer:
                 await asyncio.sleep(0.2)
 
     async def _connect(self) -> None:
-        await ensure_topics(self._bootstrap, [self._events_topic, self._dead_letter_topic], self._partitions)
+        await ensure_topics(self._bootstrap, [self._events_topic, self._dead_letter_topic], self._partitions,
+                            self._replication)
         producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True,
                                     linger_ms=2, request_timeout_ms=30_000)
         await producer.start()

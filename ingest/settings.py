@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535)
     topic_prefix: str = Field("vidpulse.", pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(3, ge=1, le=1024)
+    topic_replication: int = Field(1, ge=1, le=16, description="replicas of each new topic's partitions: 3 on a "
+                                   "three-broker cluster whose min.insync.replicas is 2")
     session_timeout_s: int = Field(60, ge=1, le=3600)
     fingerprint_salt: SecretStr = SecretStr(DEFAULT_SALT)
     fingerprint_salt_rotation: bool = Field(False, description="rotate the salt daily: no multi-day uniques")

@@ -4,29 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Idempotent: existing topics are left as they are (their partition count included)."""
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int = 1) -> None:
+    """Idempotent: existing topics are left as they are (their partition count and replicas included)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         await _warn_on_other_partition_counts(admin, [name for name in names if name in existing], partitions)
-        missing = [NewTopic(name, partitions, 1) for name in names if name not in existing]
+        missing = [NewTopic(name, partitions, replication) for name in names if name not in existing]
         if missing:
             try:
-                await admin.create_topics(missing)
+                response = await admin.create_topics(missing)
             except TopicAlreadyExistsError:
-                pass
+                return
+            _raise_refusals(response.topic_errors, replication)
             log.info("created topics %s", [topic.name for topic in missing])
     finally:
         await admin.close()
+
+
+class TopicError(RuntimeError):
+    """Kafka refused to create a topic; the message is Kafka's reason and the setting to look at."""
+
+
+def _raise_refusals(topic_errors: list[tuple[Any, ...]], replication: int) -> None:
+    """The admin client reports a refused topic in the response, not as an exception: without this check a
+    process would start and then wait forever on a topic that does not exist."""
+    refused = [(error[0], error[1], error[2] if len(error) > 2 else "") for error in topic_errors
+               if error[1] not in (0, TopicAlreadyExistsError.errno)]
+    if refused:
+        name, code, message = refused[0]
+        hint = (f" (VIDPULSE_TOPIC_REPLICATION is {replication}: at most the number of brokers)"
+                if code == InvalidReplicationFactorError.errno else "")
+        raise TopicError(f"Kafka refused to create topic {name}: {message or f'error {code}'}{hint}")
 
 
 async def _warn_on_other_partition_counts(admin: AIOKafkaAdminClient, names: list[str], partitions: int) -> None:

@@ -82,7 +82,7 @@ class Process:
             self.tracker_metrics = TrackerMetrics(self.registry)
             self.producer = EventProducer(bootstrap, (settings.events_topic, settings.dead_letter_topic),
                                           settings.topic_partitions, Spool(settings.spool_folder, settings.spool_max_bytes),
-                                          settings.spool_after_s, self.tracker_metrics)
+                                          settings.spool_after_s, self.tracker_metrics, settings.topic_replication)
             self.checks["accepting"] = _now(lambda: self.producer is not None and self.producer.accepting()
                                             and self.accounts.loaded)
             self.checks["kafka"] = _now(lambda: self.producer is not None and self.producer.connected)
@@ -118,7 +118,7 @@ class Process:
             await directory.start()
         if "worker" in self.roles:
             await ensure_topics(self.bootstrap, [self.settings.events_topic, self.settings.dead_letter_topic],
-                                self.settings.topic_partitions)
+                                self.settings.topic_partitions, self.settings.topic_replication)
         if self.producer:
             await self.producer.start()
         if self.worker:
