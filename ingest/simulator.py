@@ -342,7 +342,8 @@ async def run_simulation(args: Any, transport: httpx.AsyncBaseTransport | None =
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     async with httpx.AsyncClient(timeout=30.0, limits=limits, transport=transport) as client:
         gate = asyncio.Semaphore(args.concurrency)
-        await asyncio.gather(*(_send_session(client, _track_url(args.url), session, gate, stats) for session in planned))
+        trackers = Trackers(args.url)
+        await asyncio.gather(*(_send_session(client, trackers, session, gate, stats) for session in planned))
     elapsed = time.monotonic() - started
     if not stats.accepted:
         print(f"vidpulse simulate: nothing was accepted by {args.url}: {_first(stats.failures)}", file=sys.stderr)
@@ -358,8 +359,21 @@ async def run_simulation(args: Any, transport: httpx.AsyncBaseTransport | None =
     return 0
 
 
+class Trackers:
+    """Several trackers behind one client, as a player behind a load balancer sees them: batches go to each in
+    turn, and a retry goes to the next one (a killed tracker costs a retry, not the batch)."""
+
+    def __init__(self, urls: str) -> None:
+        self.urls = [_track_url(url) for url in urls.split(",") if url.strip()]
+        self._turn = 0
+
+    def next(self) -> str:
+        self._turn += 1
+        return self.urls[self._turn % len(self.urls)]
+
+
 def _track_url(base: str) -> str:
-    base = base.rstrip("/")
+    base = base.strip().rstrip("/")
     return base if base.endswith("/v1/track") else f"{base}/v1/track"
 
 
@@ -367,16 +381,16 @@ def _first(items: list[str]) -> str:
     return items[0] if items else "no batch was sent"
 
 
-async def _send_session(client: httpx.AsyncClient, url: str, session: PlannedSession,
+async def _send_session(client: httpx.AsyncClient, trackers: Trackers, session: PlannedSession,
                         gate: asyncio.Semaphore, stats: RunStats) -> None:
     """One session's batches in order; a batch that never got a 202 ends the session (the player gave up)."""
     async with gate:
         for events in session.batches():
-            if not await _send_batch(client, url, session, session.envelope(events), stats):
+            if not await _send_batch(client, trackers, session, session.envelope(events), stats):
                 return
 
 
-async def _send_batch(client: httpx.AsyncClient, url: str, session: PlannedSession,
+async def _send_batch(client: httpx.AsyncClient, trackers: Trackers, session: PlannedSession,
                       envelope: dict[str, Any], stats: RunStats) -> bool:
     """POST with retries of the very same body (same event ids), as the protocol allows for 429/503."""
     body = orjson.dumps(envelope)
@@ -387,7 +401,7 @@ async def _send_batch(client: httpx.AsyncClient, url: str, session: PlannedSessi
         if attempt:
             stats.retries += 1
         try:
-            response = await client.post(url, content=body, headers=headers)
+            response = await client.post(trackers.next(), content=body, headers=headers)
         except httpx.TransportError as exc:
             problem = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(min(0.2 * 2 ** attempt, MAX_RETRY_DELAY_S))

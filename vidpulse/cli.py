@@ -122,8 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_commands(commands)
     simulate = commands.add_parser("simulate", help="drive realistic player traffic and write the ground truth")
     simulate.add_argument("--url", default="http://127.0.0.1:8080",
-                          help="the tracker's base URL; run it with VIDPULSE_TRUSTED_PROXIES=127.0.0.1 so it believes "
-                               "the simulated X-Forwarded-For addresses (countries)")
+                          help="the tracker's base URL, or several comma-separated (batches go to each in turn, a retry "
+                               "to the next); run it with VIDPULSE_TRUSTED_PROXIES=127.0.0.1 so it believes the "
+                               "simulated X-Forwarded-For addresses (countries)")
     simulate.add_argument("--account", default="1234")
     simulate.add_argument("--sessions", type=int, default=200)
     simulate.add_argument("--videos", type=int, default=5)
