@@ -152,6 +152,18 @@ def ccu_timeseries(sessions: Iterable[Session], from_ms: int, to_ms: int,
     return counts
 
 
+def fingerprint_timeseries(sessions: Iterable[Session], from_ms: int, to_ms: int,
+                           timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[int, int]:
+    """Distinct fingerprints of the concurrent sessions per minute (the 1-minute fingerprint_count series)."""
+    seen: dict[int, set[tuple[str, str, str, str]]] = {
+        minute: set() for minute in range(minute_of(from_ms), minute_of(to_ms) + 1, MINUTE_MS)}
+    for session in sessions:
+        for minute in active_minutes(session, timeout_ms):
+            if minute in seen:
+                seen[minute].add(session.fingerprint_key)
+    return {minute: len(keys) for minute, keys in seen.items()}
+
+
 def totals(sessions: Iterable[Session], from_ms: int, to_ms: int,
            timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[str, float | int]:
     """The events endpoint's totals over [floor(from), end of the minute holding ``to``)."""
@@ -211,8 +223,8 @@ def compute_truth(account: str, batches: list[SentBatch], timeout_ms: int = DEFA
     by_video = grouped(sessions, lambda s: s.video)
     by_video_country = grouped(sessions, lambda s: f"{s.video}|{s.country}")
 
-    def series(group: list[Session]) -> list[dict[str, int]]:
-        points = ccu_timeseries(group, first, last, timeout_ms)
+    def series(group: list[Session], per_minute: Callable[..., dict[int, int]] = ccu_timeseries) -> list[dict[str, int]]:
+        points = per_minute(group, first, last, timeout_ms)
         return [{"timestamp": minute, "value": value} for minute, value in points.items()]
 
     return {
@@ -223,8 +235,12 @@ def compute_truth(account: str, batches: list[SentBatch], timeout_ms: int = DEFA
             "by_video": {video: totals(group, first, last, timeout_ms) for video, group in by_video.items()},
             "by_video_country": {key: totals(group, first, last, timeout_ms) for key, group in by_video_country.items()},
         },
-        "timeseries": {"ccu": {"account": series(sessions),
-                               "by_video": {video: series(group) for video, group in by_video.items()}}},
+        "timeseries": {
+            "ccu": {"account": series(sessions), "by_video": {video: series(group) for video, group in by_video.items()}},
+            "fingerprint_count": {"account": series(sessions, fingerprint_timeseries),
+                                  "by_video": {video: series(group, fingerprint_timeseries)
+                                               for video, group in by_video.items()}},
+        },
         "sessions": len(sessions),
         "batches": sum(1 for b in batches if b.envelope["account"] == account),
         "events": sum(len(s.events) for s in sessions),

@@ -119,6 +119,19 @@ def test_ccu_timeseries_per_minute():
     assert truth.ccu_timeseries(v1, M0, M(6)) == {M0: 2, M(1): 2, M(2): 1, M(3): 0, M(4): 1, M(5): 1, M(6): 0}
 
 
+def test_fingerprint_series_counts_a_device_once_per_minute():
+    """The hand-made sessions never share a fingerprint in one minute; a second session of A's device (same IP,
+    UA and player) at M0 is one more ccu but no more fingerprints."""
+    twin = batch("session-A2", "v2", "8.8.8.8", UA_X, events=[ev(1, "view", M0 + 30 * S)])
+    sessions = truth.build_sessions([*BATCHES, twin])
+    assert truth.ccu_timeseries(sessions, M0, M(1))[M0] == 3
+    # at M1 the twin (still within its timeout) is a third device beside B and E
+    assert truth.fingerprint_timeseries(sessions, M0, M(5)) == {M0: 2, M(1): 3, M(2): 2, M(3): 1, M(4): 2, M(5): 2}
+    result = truth.compute_truth("1234", [*BATCHES, twin])
+    assert result["timeseries"]["fingerprint_count"]["account"][0] == {"timestamp": M0, "value": 2}
+    assert result["timeseries"]["fingerprint_count"]["by_video"]["v2"][0] == {"timestamp": M0, "value": 1}
+
+
 def test_account_totals():
     result = truth.compute_truth("1234", BATCHES)
     assert result["range"] == {"from": M0 + 5 * S, "to": M(5) + 29_999}
