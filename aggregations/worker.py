@@ -38,6 +38,10 @@ class Worker:
             broker_session_timeout=settings.consumer_session_timeout_s,
             broker_heartbeat_interval=2.0, datadir=str(settings.data_dir / "faust"),
             value_serializer="raw", key_serializer="raw", producer_acks=-1,
+            # No tables, so no standbys: with 0, Faust hands the group to Kafka's round-robin assignor. Its own
+            # assignor can leave a joining worker with no partition at all (faust-streaming issues #93, #401):
+            # seen in the fault suite, a fourth worker sat idle through a whole load.
+            table_standby_replicas=0,
         )
         self.topic = self.app.topic(settings.events_topic, value_type=bytes, key_type=bytes,
                                     partitions=settings.topic_partitions)
