@@ -343,7 +343,8 @@ async def run_simulation(args: Any, transport: httpx.AsyncBaseTransport | None =
     async with httpx.AsyncClient(timeout=30.0, limits=limits, transport=transport) as client:
         gate = asyncio.Semaphore(args.concurrency)
         trackers = Trackers(args.url)
-        await asyncio.gather(*(_send_session(client, trackers, session, gate, stats) for session in planned))
+        pause_s = getattr(args, "pause_ms", 0) / 1000
+        await asyncio.gather(*(_send_session(client, trackers, session, gate, stats, pause_s) for session in planned))
     elapsed = time.monotonic() - started
     if not stats.accepted:
         print(f"vidpulse simulate: nothing was accepted by {args.url}: {_first(stats.failures)}", file=sys.stderr)
@@ -367,9 +368,13 @@ class Trackers:
         self.urls = [_track_url(url) for url in urls.split(",") if url.strip()]
         self._turn = 0
 
-    def next(self) -> str:
+    def turn(self) -> int:
+        """A batch's first tracker; its attempt k goes to the k-th after it."""
         self._turn += 1
-        return self.urls[self._turn % len(self.urls)]
+        return self._turn
+
+    def url(self, turn: int, attempt: int) -> str:
+        return self.urls[(turn + attempt) % len(self.urls)]
 
 
 def _track_url(base: str) -> str:
@@ -382,10 +387,12 @@ def _first(items: list[str]) -> str:
 
 
 async def _send_session(client: httpx.AsyncClient, trackers: Trackers, session: PlannedSession,
-                        gate: asyncio.Semaphore, stats: RunStats) -> None:
+                        gate: asyncio.Semaphore, stats: RunStats, pause_s: float = 0.0) -> None:
     """One session's batches in order; a batch that never got a 202 ends the session (the player gave up)."""
     async with gate:
-        for events in session.batches():
+        for index, events in enumerate(session.batches()):
+            if index and pause_s:
+                await asyncio.sleep(pause_s)
             if not await _send_batch(client, trackers, session, session.envelope(events), stats):
                 return
 
@@ -396,12 +403,12 @@ async def _send_batch(client: httpx.AsyncClient, trackers: Trackers, session: Pl
     body = orjson.dumps(envelope)
     headers = {"Content-Type": session.content_type, "User-Agent": session.viewer.device.user_agent,
                "X-Forwarded-For": session.viewer.ip}
-    problem = ""
+    problem, turn = "", trackers.turn()
     for attempt in range(MAX_ATTEMPTS):
         if attempt:
             stats.retries += 1
         try:
-            response = await client.post(trackers.next(), content=body, headers=headers)
+            response = await client.post(trackers.url(turn, attempt), content=body, headers=headers)
         except httpx.TransportError as exc:
             problem = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(min(0.2 * 2 ** attempt, MAX_RETRY_DELAY_S))

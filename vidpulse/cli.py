@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--videos", type=int, default=5)
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--concurrency", type=int, default=50)
+    simulate.add_argument("--pause-ms", type=int, default=0,
+                          help="pause between a session's batches (default 0: each as soon as the last got its answer); "
+                               "spreads a load over time, as the fault tests need")
     simulate.add_argument("--truth", default="truth.json",
                           help="where to write the expected answers of this run alone: compare on a fresh account")
     return parser

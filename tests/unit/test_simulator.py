@@ -220,22 +220,22 @@ def test_an_unreachable_tracker_fails_loudly(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "truth.json").exists()
 
 
-def test_several_trackers_take_turns_and_a_dead_one_costs_a_retry_not_the_batch(tmp_path):
-    """A player behind a load balancer: batches alternate; a refused connection is retried on the next tracker."""
+def test_several_trackers_take_turns_and_a_dead_one_costs_a_retry_not_the_batch(tmp_path, monkeypatch):
+    """A player behind a load balancer: batches alternate; a refused connection is retried on the next tracker,
+    so with one of two trackers dead every batch still gets through, each on its first or second attempt."""
+    monkeypatch.setattr(simulator, "MAX_RETRY_DELAY_S", 0.0)
     tracker = FakeTracker()
     hosts: list[str] = []
 
-    def two_trackers(request: httpx.Request) -> httpx.Response:
+    def one_dead(request: httpx.Request) -> httpx.Response:
         hosts.append(request.url.host)
-        if request.url.host == "dead.test" and len(hosts) % 7 == 0:
+        if request.url.host == "dead.test":
             raise httpx.ConnectError("connection refused", request=request)
         return tracker(request)
 
     args = Namespace(url="http://live.test, http://dead.test/", account="1234", sessions=12, videos=2, seed=3,
                      concurrency=3, truth=str(tmp_path / "truth.json"))
-    assert asyncio.run(simulator.run_simulation(args, transport=httpx.MockTransport(two_trackers))) == 0
+    assert asyncio.run(simulator.run_simulation(args, transport=httpx.MockTransport(one_dead))) == 0
     truth = json.loads((tmp_path / "truth.json").read_text())
-    refused = sum(1 for i, host in enumerate(hosts, 1) if host == "dead.test" and i % 7 == 0)
-    assert refused and len(hosts) == truth["batches"] + refused
-    assert {"live.test", "dead.test"} == set(hosts) and abs(hosts.count("live.test") - hosts.count("dead.test")) <= refused + 1
+    assert hosts.count("live.test") == truth["batches"] and 0 < hosts.count("dead.test") <= truth["batches"]
     assert max(tracker.accepted_ids.values()) == 1 and truth["events"] == sum(tracker.accepted_ids.values())
