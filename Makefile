@@ -4,13 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries bench-live simulate clean screenshots
+.PHONY: run test faults lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries bench-live simulate clean screenshots
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
 
 test: lint browser-deps promtool-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/faults
+
+# The fault suite: the split topology on a ClickHouse server, with a part failing under load (.ci/run runs it too).
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q tests/faults
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download cannot work here)
 # and make their test video with ffmpeg.
