@@ -144,7 +144,8 @@ class EventSink:
 
     async def reload(self, partitions: set[int]) -> None:
         """On assignment: sessions a previous owner (or this worker before a restart) left open get
-        their timeout stretch written by the timer, as if no one had stopped. Best effort: only
+        their timeout stretch written by the timer, as if no one had stopped, once they have been silent
+        for timeout + grace since the takeover (the replay comes first). Best effort: only
         concurrency minutes depend on it, and the window is RELOAD_WINDOW_MS back from now, by event time or
         by receipt."""
         since = self._clock_ms() - RELOAD_WINDOW_MS
@@ -159,7 +160,10 @@ class EventSink:
                     stored = [(offset, (event_id, kind, time_ms)) for event_id, kind, time_ms, offset in events]
                     state = sessions.SessionState.from_history([event for _, event in stored])
                     identity = SessionIdentity(account, key, fingerprint, tuple(dimensions))
-                    self._sessions[key] = _Session(state, identity, partition, reloaded=stored)
+                    # the takeover counts as an arrival: the previous owner's unwritten batches are still to be
+                    # replayed, and a stop among them must be able to end the stretch before the timer writes it
+                    self._sessions[key] = _Session(state, identity, partition, arrived_ms=self._clock_ms(),
+                                                   reloaded=stored)
             self._metrics.open_sessions.set(len(self._sessions))
         log.info("reloaded %d recent sessions of partitions %s", len(found), sorted(partitions))
 

@@ -75,7 +75,9 @@ class Topology:
         """The compose file's x-vidpulse-env, plus the tests' shorter waits (session close, flush, rebalance)."""
         return {"clickhouse_url": self.clickhouse.url, "topic_partitions": str(PARTITIONS),
                 "topic_replication": str(self.replication), "session_close_grace_s": "5", "flush_interval_s": "0.5",
-                "consumer_session_timeout_s": "6", "accounts_refresh_s": "1"}
+                "consumer_session_timeout_s": "6", "accounts_refresh_s": "1",
+                # offsets committed rarely: a killed worker's partitions replay from well before its last write
+                "commit_interval_s": "10"}
 
     def process(self, command: str) -> VidpulseProcess:
         """One more process of a role; its own folder holds its log, spool and Faust data."""
