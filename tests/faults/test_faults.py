@@ -213,22 +213,25 @@ def test_a_worker_killed_mid_stream_moves_its_partitions_and_open_sessions(topol
     when(lambda: consumed(topology, victim) > before + 20 or not load.running())
     load.fault()
     victim.kill()
-    truth = load.finish()
-    figures = settle(topology, load, truth, load.ended)
-    report(capsys, figures)
-    victim.start()
+    try:
+        truth = load.finish()
+        report(capsys, settle(topology, load, truth, load.ended))
+    finally:
+        victim.start()  # the next case finds three workers again
 
 
 def test_a_worker_joining_mid_stream_takes_partitions_without_counting_twice(topology, capsys):
     load = Load.start(topology, "worker-join")
     load.fault()  # it joins while the load runs: start-up and the rebalance take seconds
     joined = topology.process("worker").start()
-    assert load.running(), "the load ended before the new worker was up"
-    truth = load.finish()
-    report(capsys, settle(topology, load, truth, load.ended))
-    assert consumed(topology, joined) > 0, "the new worker got no partition"
-    topology.workers.remove(joined)
-    joined.stop()
+    try:
+        assert load.running(), "the load ended before the new worker was up"
+        truth = load.finish()
+        report(capsys, settle(topology, load, truth, load.ended))
+        assert consumed(topology, joined) > 0, "the new worker got no partition"
+    finally:
+        topology.workers.remove(joined)
+        joined.stop()
 
 
 def test_the_database_stopped_for_30_s_loses_nothing(topology, capsys):
@@ -239,13 +242,15 @@ def test_the_database_stopped_for_30_s_loses_nothing(topology, capsys):
     load.fault()
     topology.clickhouse.stop()
     stopped = time.monotonic()
-    refused = httpx.get(f"{topology.apis[1].url}/v1/events/accounts/clickhouse-down", auth=topology.apis[1].auth,
-                        params={"dimensions": "account", "metrics": "video_view"}, timeout=30)
-    assert refused.status_code == 503 and refused.headers.get("retry-after"), refused.text
-    assert "retry" in refused.json()["error"] and "127.0.0.1" not in refused.text
-    truth = load.finish()  # every batch got its 202 while the database was away
-    time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
-    topology.clickhouse.start()
+    try:
+        refused = httpx.get(f"{topology.apis[1].url}/v1/events/accounts/clickhouse-down", auth=topology.apis[1].auth,
+                            params={"dimensions": "account", "metrics": "video_view"}, timeout=30)
+        assert refused.status_code == 503 and refused.headers.get("retry-after"), refused.text
+        assert "retry" in refused.json()["error"] and "127.0.0.1" not in refused.text
+        truth = load.finish()  # every batch got its 202 while the database was away
+        time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+    finally:
+        topology.clickhouse.start()
     restarted = time.monotonic()
     figures = settle(topology, load, truth, restarted)
     figures["down_s"] = round(restarted - stopped, 1)
@@ -260,8 +265,10 @@ def test_a_tracker_killed_between_requests_costs_retries_not_events(topology, ca
     when(lambda: topology.metric(victim, "vidpulse_tracker_events_accepted_total") > 50 and load.running())
     load.fault()
     victim.kill()
-    truth = load.finish()
-    figures = settle(topology, load, truth, load.ended)
-    report(capsys, figures)
-    assert figures["retries"], "no client had to retry: the tracker died after the load"
-    victim.start()
+    try:
+        truth = load.finish()
+        figures = settle(topology, load, truth, load.ended)
+        report(capsys, figures)
+        assert figures["retries"], "no client had to retry: the tracker died after the load"
+    finally:
+        victim.start()
