@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries bench-live simulate clean screenshots
+.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop clickhouse-start clickhouse-stop bench bench-queries bench-live simulate clean screenshots
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
@@ -65,6 +65,13 @@ broker-start:
 broker-stop:
 	bash deploy/kafka/kafka.sh stop
 
+# A local ClickHouse server from chdb-core's engine (needs VIDPULSE_CLICKHOUSE_PASSWORD); see deploy/README.md.
+clickhouse-start: $(STAMP)
+	bash deploy/clickhouse/clickhouse.sh start
+
+clickhouse-stop:
+	bash deploy/clickhouse/clickhouse.sh stop
+
 bench: $(STAMP)
 	$(BIN)/python bench/freshness.py
 
@@ -80,6 +87,7 @@ screenshots: $(STAMP) browser-deps
 
 clean:
 	bash deploy/kafka/kafka.sh stop || true
+	bash deploy/clickhouse/clickhouse.sh stop || true
 	rm -rf $(VENV) .cache data queries/dashboard/node_modules
 
 # Realistic traffic against a running `VIDPULSE_TRUSTED_PROXIES=127.0.0.1 make run`.
