@@ -12,9 +12,11 @@ from aggregations.accounts import create_account, find_account
 from aggregations.clickhouse import ClickHouseError, connect
 from aggregations.schema import load_migrations, migrate
 from tests.clickhouse_server import ClickHouseServer
+from tests.vidpulse_process import VidpulseProcess
 
 pytestmark = pytest.mark.clickhouse
 DATABASE = "vidpulse_server_test"
+QUESTION = {"dimensions": "account", "metrics": "video_view"}
 
 
 @pytest.fixture
@@ -76,3 +78,30 @@ def test_start_refuses_without_a_password_and_on_a_taken_port(tmp_path):
         refused = server.run("start")
     assert refused.returncode == 1 and "already in use" in refused.stderr
     assert not server.running()
+
+
+@pytest.mark.kafka
+def test_the_api_answers_503_without_internals_while_the_server_is_down_and_recovers(server, kafka, tmp_path, run_id):
+    """The caller learns what to do (retry later); the database's address and the client library's exception
+    text go to the log only."""
+    server.start()
+    api = VidpulseProcess(kafka, tmp_path / "api", run_id, command="api", accounts=("acme",),
+                          clickhouse_url=server.url())
+    (tmp_path / "api").mkdir()
+    api.start()
+    path = f"{api.url}/v1/events/accounts/acme"
+    try:
+        assert httpx.get(path, params=QUESTION, auth=api.auth, timeout=30).status_code == 200
+        server.stop()
+        down = httpx.get(path, params=QUESTION, auth=api.auth, timeout=60)
+        assert down.status_code == 503
+        assert down.headers["retry-after"] == "5"
+        assert down.json() == {"error": "the analytics database did not answer; retry in a few seconds"}
+        for inside in ("127.0.0.1", str(server.http_port), "HTTPConnectionPool", "Connection", "urllib3"):
+            assert inside not in down.text
+        assert str(server.http_port) in api.log_tail(20_000)  # the operator still sees where it failed
+
+        server.start()
+        assert httpx.get(path, params=QUESTION, auth=api.auth, timeout=30).status_code == 200
+    finally:
+        api.stop()
