@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop clickhouse-start clickhouse-stop bench bench-queries bench-live simulate clean screenshots
+.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop clickhouse-start clickhouse-stop faults bench bench-queries bench-live simulate clean screenshots
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
@@ -38,6 +38,11 @@ unit: $(STAMP) promtool-deps
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+# The fault suite on the split topology (tests marked `faults`; `make test` runs them too,
+# `pytest -m "not faults"` leaves them out). VIDPULSE_FAULT_RUNS: runs of each case (3).
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m faults tests/integration
 
 install: $(STAMP)
 
