@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from typing import Any
 
@@ -138,6 +139,22 @@ def settle(stack: Topology, account: str, want: dict[str, Any], window: dict[str
     return SETTLE_S, found
 
 
+WORKER_GAUGES = re.compile(r"^(vidpulse_worker_(?:consumer_lag_messages|messages_consumed_total|open_sessions|"
+                           r"oldest_pending_batch_age_seconds)(?:\{[^}]*\})?) (\S+)$", re.M)
+
+
+def worker_state(stack: Topology) -> list[str]:
+    """Each live worker's lag, consumption and pending state: says whether a stall is in Kafka or in the sink."""
+    lines = []
+    for index, worker in enumerate(stack.workers):
+        if worker.proc is None or worker.proc.poll() is not None:
+            lines.append(f"worker {index}: not running")
+            continue
+        metrics = httpx.get(f"{worker.url}/metrics", timeout=30).text
+        lines.append(f"worker {index}: " + ", ".join(f"{name}={value}" for name, value in WORKER_GAUGES.findall(metrics)))
+    return lines
+
+
 @pytest.mark.parametrize("run", range(RUNS))
 def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(topology, run):
     account = f"fault-{run}"
@@ -148,6 +165,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(topol
     assert not stats.failures, stats.failures[:5]
     want, window = expected(account, stats)
     recovery_s, wrong = settle(topology, account, want, window)
+    state = worker_state(topology) if wrong else []
     counted = answers(topology, 0, account, window)["totals"].get("video_view", 0)
     views = want["totals"]["video_view"]
     print(f"\nworker SIGKILLed mid-stream, run {run + 1}/{RUNS}: sent {len(batches)} batches, accepted "
@@ -155,4 +173,4 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(topol
           f"doubled {max(0, counted - views)}, exact {recovery_s:.0f} s after the last 202 "
           f"({time.monotonic() - last_202:.0f} s incl. the re-check)")
     victim.start()  # back to three workers for the next run (a worker joining, too)
-    assert not wrong, "\n".join(wrong[:40])
+    assert not wrong, "\n".join(wrong[:40] + ["workers when it gave up:", *state])
