@@ -44,6 +44,7 @@ def local_environment(spec: dict[str, Any], kafka_bootstrap: str, clickhouse: Cl
         "VIDPULSE_CLICKHOUSE_URL": clickhouse.url(),
         "VIDPULSE_CLICKHOUSE_DATABASE": None,
         "VIDPULSE_TOPIC_PARTITIONS": None,
+        "VIDPULSE_TOPIC_REPLICATION": "3",  # the three-broker cluster (compose runs one broker: 1)
         "VIDPULSE_FINGERPRINT_SALT": "vidpulse-topology-test-salt",
         # the scripted viewers' addresses come in X-Forwarded-For, from this machine
         "VIDPULSE_TRUSTED_PROXIES": "127.0.0.1",

@@ -66,12 +66,12 @@ async def send(stack: Topology, batches: list[tuple[simulator.PlannedSession, di
     """Alternating trackers; ``victim()`` runs once ``kill_at`` batches are in. A batch the tracker does not
     accept is retried as the simulator retries (same body, same event ids)."""
     stats = simulator.RunStats()
+    trackers = simulator.Trackers(",".join(tracker.url for tracker in stack.trackers))
     async with httpx.AsyncClient(timeout=30) as client:
         for index, (session, envelope) in enumerate(batches):
             if index == kill_at:
                 victim()
-            tracker = stack.trackers[index % len(stack.trackers)]
-            await simulator._send_batch(client, f"{tracker.url}/v1/track", session, envelope, stats)
+            await simulator._send_batch(client, trackers, session, envelope, stats)
     return stats
 
 

@@ -1,5 +1,6 @@
 """deploy/kafka/kafka.sh --cluster: three KRaft brokers from the same jars; vidpulse's topics get replication
-factor 3 (VIDPULSE_TOPIC_REPLICATION=3), and with one broker SIGKILLed what is produced with acks=all is still consumed, nothing lost."""
+factor 3 (VIDPULSE_TOPIC_REPLICATION=3), and with one broker SIGKILLed what is produced with acks=all is still
+consumed, nothing lost."""
 
 from __future__ import annotations
 
