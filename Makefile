@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test faults lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop bench bench-queries bench-live simulate clean screenshots
+.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop clickhouse-start clickhouse-stop faults bench bench-queries bench-live simulate clean screenshots
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
@@ -43,6 +43,11 @@ unit: $(STAMP) promtool-deps
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
+# The fault suite on the split topology (tests marked `faults`; `make test` runs them too,
+# `pytest -m "not faults"` leaves them out). VIDPULSE_FAULT_RUNS: runs of each case (3).
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m faults tests/integration
+
 install: $(STAMP)
 
 # The dashboard's front-end dependency (uPlot) comes from npm and is served by the API itself (no CDN).
@@ -69,6 +74,13 @@ broker-start:
 broker-stop:
 	bash deploy/kafka/kafka.sh stop
 
+# A local ClickHouse server from chdb-core's engine (needs VIDPULSE_CLICKHOUSE_PASSWORD); see deploy/README.md.
+clickhouse-start: $(STAMP)
+	bash deploy/clickhouse/clickhouse.sh start
+
+clickhouse-stop:
+	bash deploy/clickhouse/clickhouse.sh stop
+
 bench: $(STAMP)
 	$(BIN)/python bench/freshness.py
 
@@ -84,6 +96,7 @@ screenshots: $(STAMP) browser-deps
 
 clean:
 	bash deploy/kafka/kafka.sh stop || true
+	bash deploy/clickhouse/clickhouse.sh stop || true
 	rm -rf $(VENV) .cache data queries/dashboard/node_modules
 
 # Realistic traffic against a running `VIDPULSE_TRUSTED_PROXIES=127.0.0.1 make run`.

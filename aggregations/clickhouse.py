@@ -122,10 +122,11 @@ def connect(url: str, database: str | None, settings: dict[str, Any] | None = No
                                   "chdb allows one process per folder: if a vidpulse process (vidpulse up) runs on "
                                   "it, stop that first") from exc
     else:
-        client = clickhouse_connect.get_client(
-            interface=parts.scheme, host=parts.hostname or "localhost", port=parts.port,
-            username=unquote(parts.username or "default"), password=unquote(parts.password or ""),
-            database=database or (parts.path.strip("/") or None), settings=settings,
-            connect_timeout=10, send_receive_timeout=max(QUERY_TIMEOUT_S, INSERT_TIMEOUT_S),
-        )
+        with _mapped():  # the client asks the server at once: a refused password is a ClickHouseError too
+            client = clickhouse_connect.get_client(
+                interface=parts.scheme, host=parts.hostname or "localhost", port=parts.port,
+                username=unquote(parts.username or "default"), password=unquote(parts.password or ""),
+                database=database or (parts.path.strip("/") or None), settings=settings,
+                connect_timeout=10, send_receive_timeout=max(QUERY_TIMEOUT_S, INSERT_TIMEOUT_S),
+            )
     return ClickHouse(client)

@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
-# Real single-node Apache Kafka broker (KRaft, broker+controller in one JVM)
-# for local runs and tests -- no Docker, no tarball download.
+# Real Apache Kafka for local runs and tests -- no Docker, no tarball download:
+# one broker (KRaft, broker+controller in one JVM), or with --cluster three such
+# nodes forming one KRaft quorum (replication factor 3, min.insync.replicas=2).
 #
 # Why: vidpulse's Kafka code must be tested against a genuine broker, and the
 # only things we can count on are Java 17, Maven and Maven Central. So the
 # broker jars come from Maven Central via deploy/kafka/pom.xml and are run
 # with plain `java -cp`.
 #
-# Usage: deploy/kafka/kafka.sh fetch|start|stop|status|reset
+# Usage: deploy/kafka/kafka.sh fetch|start|stop|status|reset [--cluster]
+#        deploy/kafka/kafka.sh start-node|stop-node N --cluster
 #   fetch   download the broker jars into the cache (idempotent)
 #   start   fetch, format storage once, start in the background, wait until
-#           ready, print "127.0.0.1:<port>" on stdout (no-op if running)
-#   stop    SIGTERM, wait up to 30 s, then SIGKILL
-#   status  exit 0 iff our broker is running and ready
+#           ready, print the bootstrap address on stdout (no-op if running):
+#           "127.0.0.1:<port>", or with --cluster the three nodes' addresses
+#   stop    SIGTERM, wait up to 30 s, then SIGKILL (with --cluster: every node)
+#   status  exit 0 iff our broker (every node of the cluster) is running and ready
 #   reset   stop and delete the data dir
+#   start-node N / stop-node N   one node (1-3) of the cluster, for fault tests
+#
+# --cluster (or VIDPULSE_KAFKA_CLUSTER=1) picks the three-node cluster; it has its
+# own data dir and ports, so it runs beside the single broker.
 #
 # Environment (all optional):
 #   VIDPULSE_CACHE_DIR               jar cache root       (default <repo>/.cache)
-#   VIDPULSE_KAFKA_DATA_DIR          logs, config, pid    (default <cache>/kafka-data)
-#   VIDPULSE_KAFKA_PORT              PLAINTEXT listener   (default 19092)
-#   VIDPULSE_KAFKA_CONTROLLER_PORT   KRaft controller     (default 19093)
-#   VIDPULSE_KAFKA_HEAP              max heap             (default 512m)
-#   VIDPULSE_KAFKA_START_TIMEOUT     ready wait, seconds  (default 60)
+#   VIDPULSE_KAFKA_DATA_DIR          logs, config, pid    (default <cache>/kafka-data;
+#                                    cluster: <cache>/kafka-cluster-data, node N in node-N/)
+#   VIDPULSE_KAFKA_PORT              PLAINTEXT listener   (default 19092; cluster: node N
+#                                    listens on this + N - 1, default base 19192)
+#   VIDPULSE_KAFKA_CONTROLLER_PORT   KRaft controller     (default 19093; cluster: node N
+#                                    on this + N - 1, default base 19195)
+#   VIDPULSE_KAFKA_HEAP              max heap             (default 512m; cluster: 384m a node)
+#   VIDPULSE_KAFKA_START_TIMEOUT     ready wait, seconds  (default 60; cluster: 120)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,24 +47,73 @@ LIBS_DIR="$KAFKA_HOME/libs"
 FETCH_STAMP="$KAFKA_HOME/.fetched"          # holds the sha256 of the pom it came from
 M2_DIR="$CACHE_DIR/m2"
 
-DATA_DIR="${VIDPULSE_KAFKA_DATA_DIR:-$CACHE_DIR/kafka-data}"
+COMMAND="${1:-}"
+NODE_ARG=""
+CLUSTER="${VIDPULSE_KAFKA_CLUSTER:-0}"
+shift || true
+for arg in "$@"; do
+    case "$arg" in
+        --cluster) CLUSTER=1 ;;
+        [1-3]) NODE_ARG="$arg" ;;
+        *) echo "kafka.sh: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+[[ "$CLUSTER" == 1 ]] || CLUSTER=0
+
+if ((CLUSTER)); then
+    NODES=(1 2 3)
+    DATA_DIR="${VIDPULSE_KAFKA_DATA_DIR:-$CACHE_DIR/kafka-cluster-data}"
+    BASE_PORT="${VIDPULSE_KAFKA_PORT:-19192}"
+    BASE_CONTROLLER_PORT="${VIDPULSE_KAFKA_CONTROLLER_PORT:-19195}"
+    HEAP="${VIDPULSE_KAFKA_HEAP:-384m}"
+    START_TIMEOUT="${VIDPULSE_KAFKA_START_TIMEOUT:-120}"
+    REPLICAS=3
+    MIN_ISR=2
+else
+    NODES=(1)
+    DATA_DIR="${VIDPULSE_KAFKA_DATA_DIR:-$CACHE_DIR/kafka-data}"
+    BASE_PORT="${VIDPULSE_KAFKA_PORT:-19092}"
+    BASE_CONTROLLER_PORT="${VIDPULSE_KAFKA_CONTROLLER_PORT:-19093}"
+    HEAP="${VIDPULSE_KAFKA_HEAP:-512m}"
+    START_TIMEOUT="${VIDPULSE_KAFKA_START_TIMEOUT:-60}"
+    REPLICAS=1
+    MIN_ISR=1
+fi
 # One broker per folder, however it is reached: a symlinked .cache (a git worktree's) must name the same
 # files, or another checkout's `status` would not recognise the broker and its `stop` would orphan it.
 if [[ -d "$DATA_DIR" ]]; then DATA_DIR="$(cd -P "$DATA_DIR" && pwd)"; fi
-LOG_DIRS="$DATA_DIR/logs"                   # Kafka's own data (topics + metadata log)
-PROPS="$DATA_DIR/server.properties"
-LOG4J_CONF="$DATA_DIR/log4j2.properties"
-BROKER_LOG="$DATA_DIR/broker.log"
-PID_FILE="$DATA_DIR/broker.pid"
-ADDR_FILE="$DATA_DIR/broker.address"        # address of the running broker
 LOCK_FILE="$DATA_DIR/.kafka.sh.lock"
+CLUSTER_ID_FILE="$DATA_DIR/cluster.id"      # cluster: the id every node is formatted with
 
 HOST=127.0.0.1
-PORT="${VIDPULSE_KAFKA_PORT:-19092}"
-CONTROLLER_PORT="${VIDPULSE_KAFKA_CONTROLLER_PORT:-19093}"
-HEAP="${VIDPULSE_KAFKA_HEAP:-512m}"
-START_TIMEOUT="${VIDPULSE_KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT=30
+
+# Sets the paths and ports of node $1. The single broker's node lives in DATA_DIR itself (as it always
+# did), a cluster's node N in DATA_DIR/node-N.
+use_node() {
+    NODE_ID="$1"
+    if ((CLUSTER)); then NODE_DIR="$DATA_DIR/node-$NODE_ID"; else NODE_DIR="$DATA_DIR"; fi
+    LOG_DIRS="$NODE_DIR/logs"                   # Kafka's own data (topics + metadata log)
+    PROPS="$NODE_DIR/server.properties"
+    LOG4J_CONF="$NODE_DIR/log4j2.properties"
+    BROKER_LOG="$NODE_DIR/broker.log"
+    PID_FILE="$NODE_DIR/broker.pid"
+    ADDR_FILE="$NODE_DIR/broker.address"        # address of the running broker
+    PORT=$((BASE_PORT + NODE_ID - 1))
+    CONTROLLER_PORT=$((BASE_CONTROLLER_PORT + NODE_ID - 1))
+}
+
+voters() {
+    local n out=""
+    for n in "${NODES[@]}"; do out+="${out:+,}$n@$HOST:$((BASE_CONTROLLER_PORT + n - 1))"; done
+    echo "$out"
+}
+
+bootstrap() {
+    local n out=""
+    for n in "${NODES[@]}"; do out+="${out:+,}$HOST:$((BASE_PORT + n - 1))"; done
+    echo "$out"
+}
 STARTED_LINE="Kafka Server started"         # logged by KafkaRaftServer once serving
 
 log() { echo "kafka.sh: $*" >&2; }
@@ -110,8 +169,8 @@ write_config() {
     cat >"$PROPS" <<EOF
 # Generated by deploy/kafka/kafka.sh -- rewritten on every start.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+node.id=$NODE_ID
+controller.quorum.voters=$(voters)
 listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://$HOST:$PORT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -120,16 +179,16 @@ inter.broker.listener.name=PLAINTEXT
 log.dirs=$LOG_DIRS
 
 num.partitions=3
-default.replication.factor=1
-min.insync.replicas=1
+default.replication.factor=$REPLICAS
+min.insync.replicas=$MIN_ISR
 auto.create.topics.enable=true
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$REPLICAS
 offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$REPLICAS
+transaction.state.log.min.isr=$MIN_ISR
 transaction.state.log.num.partitions=3
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$REPLICAS
+share.coordinator.state.topic.min.isr=$MIN_ISR
 # No 3 s wait before the first consumer-group rebalance: faster tests.
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
@@ -159,14 +218,25 @@ logger.request.level = WARN
 EOF
 }
 
-format_storage() {
-    [[ -f "$LOG_DIRS/meta.properties" ]] && return 0
+new_cluster_id() {
     local cluster_id
     # Same shape as `kafka-storage.sh random-uuid` (16 random bytes, base64url,
     # no padding, not starting with '-') without paying for another JVM start.
     until [[ "${cluster_id:-}" =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{21}$ ]]; do
         cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
     done
+    echo "$cluster_id"
+}
+
+format_storage() {
+    [[ -f "$LOG_DIRS/meta.properties" ]] && return 0
+    local cluster_id
+    if ((CLUSTER)); then   # every node of one cluster is formatted with the same id
+        [[ -s "$CLUSTER_ID_FILE" ]] || new_cluster_id >"$CLUSTER_ID_FILE"
+        cluster_id="$(cat "$CLUSTER_ID_FILE")"
+    else
+        cluster_id="$(new_cluster_id)"
+    fi
     log "formatting $LOG_DIRS (cluster id $cluster_id)"
     java_cmd kafka.tools.StorageTool format --config "$PROPS" \
         --cluster-id "$cluster_id" --ignore-formatted >>"$BROKER_LOG" 2>&1 \
@@ -199,14 +269,29 @@ is_ready() {
     port_open "${addr%:*}" "${addr##*:}" && grep -qF "$STARTED_LINE" "$BROKER_LOG" 2>/dev/null
 }
 
+# Every node of this mode ready.
+all_ready() {
+    local n
+    for n in "${NODES[@]}"; do use_node "$n"; is_ready || return 1; done
+}
+
 start() {
     command -v java >/dev/null || die "java not found (Kafka $KAFKA_VERSION needs Java 17+)"
     fetch
     take_lock
-    if [[ -n "$(running_pid)" ]]; then
-        if wait_ready; then cat "$ADDR_FILE"; return 0; fi
-        die "broker pid $(running_pid) is running but not ready; see $BROKER_LOG"
-    fi
+    local n addresses=""
+    # A cluster's nodes start together: none becomes ready before a quorum of controllers runs.
+    for n in "${NODES[@]}"; do use_node "$n"; launch_node; done
+    for n in "${NODES[@]}"; do use_node "$n"; await_node; addresses+="${addresses:+,}$(cat "$ADDR_FILE")"; done
+    echo "$addresses"
+}
+
+LAUNCHED=()   # nodes this invocation started: only those are stopped again if the start fails
+
+# Node (use_node) started in the background unless it runs already.
+launch_node() {
+    [[ -n "$(running_pid)" ]] && return 0
+    LAUNCHED+=("$NODE_ID")
     rm -f "$PID_FILE" "$ADDR_FILE"
     if port_open "$HOST" "$PORT" || port_open "$HOST" "$CONTROLLER_PORT"; then
         die "port $PORT or $CONTROLLER_PORT on $HOST is already in use by another process"
@@ -226,14 +311,19 @@ start() {
     local i
     for ((i = 0; i < 50; i++)); do [[ -s "$PID_FILE" ]] && break; sleep 0.1; done
     echo "$HOST:$PORT" >"$ADDR_FILE"
+}
 
-    if wait_ready; then
-        cat "$ADDR_FILE"
-        return 0
+# Waits for node (use_node) to be ready; on failure stops the nodes this invocation started and exits 1.
+await_node() {
+    wait_ready && return 0
+    if [[ -n "$(running_pid)" ]]; then
+        log "broker $NODE_ID (pid $(running_pid)) did not become ready within ${START_TIMEOUT}s; last log lines:"
+    else
+        log "broker $NODE_ID exited; last log lines:"
     fi
-    log "broker did not become ready within ${START_TIMEOUT}s; last log lines:"
     tail -n 40 "$BROKER_LOG" >&2 || true
-    stop_locked >/dev/null 2>&1 || true
+    local n
+    ((${#LAUNCHED[@]})) && { stop_locked "${LAUNCHED[@]}" >/dev/null 2>&1 || true; }
     exit 1
 }
 
@@ -247,26 +337,33 @@ wait_ready() {
     return 1
 }
 
+# Stops the given nodes (default: the one use_node picked) together: SIGTERM to all first, so the last
+# node of a cluster does not wait out its controlled shutdown on a quorum that is already gone.
 stop_locked() {
-    local pid
-    pid="$(running_pid)"
-    if [[ -n "$pid" ]]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        local deadline=$((SECONDS + STOP_TIMEOUT))
+    local n pid pids=() nodes=("$@")
+    ((${#nodes[@]})) || nodes=("$NODE_ID")
+    for n in "${nodes[@]}"; do
+        use_node "$n"
+        pid="$(running_pid)"
+        if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; pids+=("$pid"); fi
+    done
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    for pid in "${pids[@]}"; do
         while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
         if alive "$pid"; then
             log "broker pid $pid ignored SIGTERM for ${STOP_TIMEOUT}s; sending SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
             while alive "$pid"; do sleep 0.1; done
         fi
-    fi
-    rm -f "$PID_FILE" "$ADDR_FILE"
+    done
+    for n in "${nodes[@]}"; do use_node "$n"; rm -f "$PID_FILE" "$ADDR_FILE"; done
 }
 
 stop() {
     [[ -d "$DATA_DIR" ]] || return 0
     take_lock
-    stop_locked
+    local n
+    stop_locked "${NODES[@]}"
 }
 
 reset() {
@@ -274,11 +371,21 @@ reset() {
     rm -rf "$DATA_DIR"
 }
 
-case "${1:-}" in
+# start-node/stop-node N: one node of the cluster (the rest keep running), for fault tests.
+one_node() {
+    ((CLUSTER)) || die "$COMMAND is for the cluster: add --cluster"
+    [[ -n "$NODE_ARG" ]] || die "$COMMAND needs a node number, 1 to 3"
+    take_lock
+    use_node "$NODE_ARG"
+}
+
+case "$COMMAND" in
     fetch) fetch ;;
     start) start ;;
     stop) stop ;;
-    status) is_ready ;;
+    status) all_ready ;;
     reset) reset ;;
-    *) echo "usage: $0 fetch|start|stop|status|reset" >&2; exit 2 ;;
+    start-node) command -v java >/dev/null || die "java not found"; fetch; one_node; launch_node; await_node; cat "$ADDR_FILE" ;;
+    stop-node) one_node; stop_locked ;;
+    *) echo "usage: $0 fetch|start|stop|status|reset [--cluster] | start-node|stop-node N --cluster" >&2; exit 2 ;;
 esac

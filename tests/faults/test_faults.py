@@ -14,6 +14,7 @@ The suite is ``make faults`` (``.ci/run`` runs it after ``make test``).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,10 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faults.topology import ClickHouseServer, Topology
+from tests.clickhouse_server import ClickHouseServer
+from tests.kafka_cluster import KafkaCluster
+from tests.topology import Topology
 from tests.vidpulse_process import VidpulseProcess
 
-pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse, pytest.mark.faults]
 ADDITIVE = ("video_impression", "video_view", "video_seconds_viewed", "ad_start", "alive_ss_ad_start")
 UNIQUES = ("ccu", "fingerprint_count")
 KILLS = 3
@@ -37,16 +40,33 @@ ACCOUNTS = ("baseline", *(f"worker-kill-{n}" for n in range(1, KILLS + 1)), "wor
 SETTLE_S = 240  # sessions close timeout + grace (65 s) after their last batch; a moved partition adds a rebalance
 
 
+# The broker: the three-node cluster (replication 3, min.insync.replicas 2) unless VIDPULSE_FAULT_KAFKA=single
+# picks the run's single broker (replication 1).
+CLUSTER = os.environ.get("VIDPULSE_FAULT_KAFKA", "cluster") == "cluster"
+
+
 @pytest.fixture(scope="module")
 def topology(_kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("topology")
-    clickhouse = ClickHouseServer(folder / "clickhouse").start()
-    split = Topology(_kafka_bootstrap, 1, clickhouse, folder, f"f{time.time_ns() % 10**12}", ACCOUNTS)
+    clickhouse, cluster, split = ClickHouseServer(folder / "clickhouse"), None, None
     try:
-        split.start(trackers=2, workers=3, apis=2)
+        clickhouse.start()
+        if CLUSTER:
+            cluster = KafkaCluster(folder / "kafka")
+            cluster.start()
+        # the tests' shorter waits; offsets committed rarely: a killed worker's partitions replay from well
+        # before its last write
+        split = Topology(folder, cluster.bootstrap if cluster else _kafka_bootstrap, clickhouse,
+                         f"f{time.time_ns() % 10**12}", replication=3 if cluster else 1, session_close_grace_s="5",
+                         flush_interval_s="0.5", consumer_session_timeout_s="6", accounts_refresh_s="1",
+                         commit_interval_s="10")
+        split.start(ACCOUNTS)
         yield split
     finally:
-        split.stop()
+        if split is not None:
+            split.stop()
+        if cluster is not None:
+            cluster.stop()
         clickhouse.stop()
 
 
@@ -223,7 +243,7 @@ def test_a_worker_killed_mid_stream_moves_its_partitions_and_open_sessions(topol
 def test_a_worker_joining_mid_stream_takes_partitions_without_counting_twice(topology, capsys):
     load = Load.start(topology, "worker-join")
     load.fault()  # it joins while the load runs: start-up and the rebalance take seconds
-    joined = topology.process("worker").start()
+    joined = topology.add_worker().start()
     try:
         assert load.running(), "the load ended before the new worker was up"
         truth = load.finish()

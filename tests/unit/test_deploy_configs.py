@@ -219,3 +219,10 @@ def test_compose_mounts_what_prometheus_and_grafana_load():
     provisioning = "\n".join(line for line in DATASOURCES.read_text().splitlines() if not line.lstrip().startswith("#"))
     for variable in re.findall(r"\$\{(\w+)\}", provisioning):
         assert re.search(rf"^\s+{variable}: ", grafana.group(1), re.MULTILINE), f"compose does not give Grafana {variable}"
+
+
+def test_the_clickhouse_launcher_expects_the_chdb_core_that_pyproject_pins():
+    script = (ROOT / "deploy" / "clickhouse" / "clickhouse.sh").read_text()
+    expected = re.search(r"^CHDB_CORE_VERSION=(\S+)$", script, re.M)
+    pinned = re.search(r'"chdb-core==([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert expected and pinned and expected.group(1) == pinned.group(1)

@@ -1,0 +1,107 @@
+"""deploy/clickhouse/clickhouse.sh: a real ClickHouse server that vidpulse's own http:// path migrates,
+writes and reads, that keeps its data across a restart, and that refuses a wrong password."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from aggregations.accounts import create_account, find_account
+from aggregations.clickhouse import ClickHouseError, connect
+from aggregations.schema import load_migrations, migrate
+from tests.clickhouse_server import ClickHouseServer
+from tests.vidpulse_process import VidpulseProcess
+
+pytestmark = pytest.mark.clickhouse
+DATABASE = "vidpulse_server_test"
+QUESTION = {"dimensions": "account", "metrics": "video_view"}
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = ClickHouseServer(tmp_path / "clickhouse")
+    yield server
+    server.stop()
+
+
+def test_vidpulse_migrates_writes_and_reads_through_http_and_the_data_outlives_a_restart(server):
+    assert server.start() == server.base_url
+    assert server.running()
+    assert httpx.get(f"{server.base_url}/ping").text == "Ok.\n"
+
+    applied = migrate(server.url(), DATABASE)
+    assert applied == [m.version for m in load_migrations()]
+    db = connect(server.url(), DATABASE)
+    create_account(db, "acme", name="Acme", origins=("https://acme.example",))
+    assert db.query("SELECT version()")[0][0].startswith("26.9.")
+    db.close()
+
+    server.stop()
+    assert not server.running()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.base_url}/ping")
+    pid_file = server.folder / "server.pid"
+    assert not pid_file.exists()
+
+    server.start()
+    assert migrate(server.url(), DATABASE) == []  # every migration is still recorded
+    db = connect(server.url(), DATABASE)
+    account = find_account(db, "acme")
+    db.close()
+    assert account is not None and account.name == "Acme" and account.origins == ("https://acme.example",)
+
+
+def test_a_wrong_password_and_the_engines_own_user_are_refused(server):
+    server.start()
+    migrate(server.url(), DATABASE)
+    with pytest.raises(ClickHouseError) as wrong:
+        connect(server.url(password="not-the-password"), DATABASE)
+    assert wrong.value.code == 516  # AUTHENTICATION_FAILED
+    # chdb's engine logs itself in as a passwordless `default`; it must not reach vidpulse's data.
+    with pytest.raises(ClickHouseError) as engine_user:
+        connect(server.url(user="default", password=""), None).query(f"SELECT count() FROM {DATABASE}.accounts")
+    assert engine_user.value.code == 497  # ACCESS_DENIED
+
+
+def test_start_refuses_without_a_password_and_on_a_taken_port(tmp_path):
+    server = ClickHouseServer(tmp_path / "clickhouse")
+    server.env["VIDPULSE_CLICKHOUSE_PASSWORD"] = ""
+    refused = server.run("start")
+    assert refused.returncode == 1 and "set VIDPULSE_CLICKHOUSE_PASSWORD" in refused.stderr
+
+    server = ClickHouseServer(tmp_path / "clickhouse")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", server.http_port))
+        taken.listen()
+        refused = server.run("start")
+    assert refused.returncode == 1 and "already in use" in refused.stderr
+    assert not server.running()
+
+
+@pytest.mark.kafka
+def test_the_api_answers_503_without_internals_while_the_server_is_down_and_recovers(server, kafka, tmp_path, run_id):
+    """The caller learns what to do (retry later); the database's address and the client library's exception
+    text go to the log only."""
+    server.start()
+    api = VidpulseProcess(kafka, tmp_path / "api", run_id, command="api", accounts=("acme",),
+                          clickhouse_url=server.url())
+    (tmp_path / "api").mkdir()
+    api.start()
+    path = f"{api.url}/v1/events/accounts/acme"
+    try:
+        assert httpx.get(path, params=QUESTION, auth=api.auth, timeout=30).status_code == 200
+        server.stop()
+        down = httpx.get(path, params=QUESTION, auth=api.auth, timeout=60)
+        assert down.status_code == 503
+        assert down.headers["retry-after"] == "5"
+        assert down.json() == {"error": "the analytics database did not answer; retry in a few seconds"}
+        for inside in ("127.0.0.1", str(server.http_port), "HTTPConnectionPool", "Connection", "urllib3"):
+            assert inside not in down.text
+        assert str(server.http_port) in api.log_tail(20_000)  # the operator still sees where it failed
+
+        server.start()
+        assert httpx.get(path, params=QUESTION, auth=api.auth, timeout=30).status_code == 200
+    finally:
+        api.stop()
