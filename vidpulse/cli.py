@@ -11,6 +11,7 @@ from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
+from starlette.types import ASGIApp
 
 from aggregations.schema import migrate
 from ingest.settings import Settings
@@ -72,16 +73,34 @@ def _mcp(settings: Settings) -> int:
     return 0
 
 
+def http_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    """The one uvicorn configuration, shared with bench/throughput.py's bare baseline endpoint."""
+    # log_config=None keeps our JSON handlers, and our middleware writes the access log (no client address).
+    # No per-message deflate: a live message goes to every subscriber of its channel, and deflate would
+    # compress it again for each one (its state is per connection). The messages are a few KB a second.
+    return uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=False, timeout_graceful_shutdown=30,
+                          log_config=None, access_log=False, ws_per_message_deflate=False)
+
+
+def server_flavour() -> str:
+    """Which event loop and HTTP parser the processes run on (benchmarks print it beside their figures)."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "asyncio loop, h11"
+    return "asyncio loop, httptools"
+
+
+def serve(app: ASGIApp, host: str, port: int) -> None:
+    """Runs an ASGI app as vidpulse runs its own (the benchmarks' baseline endpoint)."""
+    asyncio.run(uvicorn.Server(http_config(app, host, port)).serve())
+
+
 async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str, dev_account: bool) -> int:
     process = Process(settings, roles, bootstrap, dev_account)
     app = process.http_app()
-    # outermost, so even the 500 that Starlette writes for an unhandled error carries X-Request-ID;
-    # log_config=None keeps our JSON handlers, and our middleware writes the access log (no client address)
-    config = uvicorn.Config(logs.RequestIdMiddleware(app), host=settings.http_host, port=settings.http_port,
-                            log_level="info", proxy_headers=False, timeout_graceful_shutdown=30, log_config=None,
-                            access_log=False, ws_per_message_deflate=False)
-    # No per-message deflate: a live message goes to every subscriber of its channel, and deflate would
-    # compress it again for each one (its state is per connection). The messages are a few KB a second.
+    # outermost, so even the 500 that Starlette writes for an unhandled error carries X-Request-ID
+    config = http_config(logs.RequestIdMiddleware(app), settings.http_host, settings.http_port)
     server = _Server(config, on_exit=process.closing)
     await server.serve()
     return 1 if getattr(server.lifespan, "shutdown_failed", False) else 0
