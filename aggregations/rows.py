@@ -7,6 +7,7 @@ tables; a unit test keeps them in step.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,7 +45,7 @@ def raw_row(batch: EnrichedBatch, event: EnrichedEvent, partition: int, offset: 
             event.fatal if event.type == "error" else False, partition, offset, folded or {})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionIdentity:
     """What a session-minute row says besides the minute: who, and under which dimensions."""
 
@@ -55,7 +56,10 @@ class SessionIdentity:
 
     @classmethod
     def of(cls, batch: EnrichedBatch) -> SessionIdentity:
-        return cls(batch.account, batch.session_key, batch.fingerprint, dimension_values(batch))
+        """Its strings interned: every open session holds one, and sessions share their videos, countries,
+        devices... (a decoded batch brings copies of its own)."""
+        dimensions = tuple(sys.intern(value) if type(value) is str else value for value in dimension_values(batch))
+        return cls(sys.intern(batch.account), batch.session_key, batch.fingerprint, dimensions)
 
     def minute_rows(self, minutes: set[int], exit_minute: int | None = None) -> list[tuple[Any, ...]]:
         """Active minutes, plus the exit-before-start mark at the view's minute when there is one."""

@@ -62,7 +62,7 @@ class _Pending:
     events: int = 0
 
 
-@dataclass
+@dataclass(slots=True)  # one per open session: no per-instance __dict__
 class _Session:
     state: sessions.SessionState
     identity: SessionIdentity
@@ -279,7 +279,7 @@ class EventSink:
         for (_, key), batch in missing.items():
             events = history.get(key, [])
             # a bot's session (its key includes the User-Agent) never counts: it keeps only its event ids
-            state = (sessions.SessionState(seen_ids={event_id for event_id, _, _ in events}) if batch.is_bot
+            state = (sessions.SessionState(seen_ids=sessions.SeenIds(event_id for event_id, _, _ in events)) if batch.is_bot
                      else sessions.SessionState.from_history(events))
             self._sessions[key] = _Session(state, SessionIdentity.of(batch), partition)
 

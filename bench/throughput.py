@@ -132,15 +132,15 @@ def accepted_counts(metrics: dict[str, float]) -> tuple[int, int]:
 
 
 def settled_counts(url: str) -> tuple[int, int]:
-    """The tracker's counters once requests wrk left in flight are done (unchanged for 0.5 s): they count
-    to the run that sent them, not to the next."""
-    last = accepted_counts(scrape(url))
-    while True:
+    """The tracker's counters once requests wrk left in flight are done (unchanged for 3 s: a loaded machine
+    answers a 200-event batch in up to ~2 s): they count to the run that sent them, not to the next."""
+    last, since = accepted_counts(scrape(url)), time.monotonic()
+    while time.monotonic() - since < 3:
         time.sleep(0.5)
         now = accepted_counts(scrape(url))
-        if now == last:
-            return now
-        last = now
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
 
 
 # --------------------------------------------------------------------------- profiles
@@ -171,7 +171,7 @@ class Profiler:
         return summarize_profile(self.out) if self.out.exists() else {"error": "py-spy wrote nothing"}
 
 
-def summarize_profile(path: Path, top: int = 20) -> dict[str, Any]:
+def summarize_profile(path: Path, top: int = 40) -> dict[str, Any]:
     """Self and inclusive shares of the samples by function, from py-spy's collapsed stacks."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
@@ -350,7 +350,7 @@ def drive_tracker(url: str, args: argparse.Namespace, sizes: list[int], tag: str
         before = settled_counts(metrics_url) if metrics_url else (0, 0)
         profiler = None
         if profile_pid and size == 20:
-            profiler = Profiler(profile_pid, args.seconds - 1, workdir / f"profile-{label}.txt")
+            profiler = Profiler(profile_pid, args.seconds - 1, args.json.with_name(f"{args.json.stem}-{label}.profile.txt"))
         print(f"  {label}: {size} events/request for {args.seconds:g} s ...", file=sys.stderr)
         run = run_wrk(url, size, args.seconds, args.connections, f"{tag}{size}")
         run["label"] = f"{label} x{size}"
@@ -398,7 +398,7 @@ def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events:
         result["ready_after_s"] = time.monotonic() - started
         if args.profile:
             assert worker.proc is not None
-            profiler = Profiler(worker.proc.pid, args.seconds, workdir / "profile-worker.txt")
+            profiler = Profiler(worker.proc.pid, args.seconds, args.json.with_name(f"{args.json.stem}-worker.profile.txt"))
         done_at = wait_until_written(worker.url, expected_events, args.catch_up_timeout, samples, started)
         if profiler:
             result["profile"] = profiler.finish()
