@@ -78,15 +78,27 @@ def machine_state() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- wrk
 
-def run_wrk(url: str, events: int, seconds: float, connections: int, tag: str, threads: int = 1) -> dict[str, Any]:
-    """One wrk run against ``url`` (POST /v1/track bodies from bench/track.lua); its RESULT line, parsed."""
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def run_wrk(url: str, events: int, seconds: float, connections: int, tag: str, threads: int = 1,
+            pid: int | None = None) -> dict[str, Any]:
+    """One wrk run against ``url`` (POST /v1/track bodies from bench/track.lua); its RESULT line, parsed. With
+    ``pid``, also the server's CPU time per answered request: on a shared machine, the figure that other
+    people's load disturbs least."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed: `apt-get install -y wrk` (make bench-throughput does it)")
     command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s", "--latency",
                "-s", str(LUA), f"{url}/v1/track", "--", str(events), tag, ACCOUNT]
     before = machine_state()
+    cpu_before = cpu_seconds(pid)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+    cpu = cpu_seconds(pid) - cpu_before
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -95,6 +107,8 @@ def run_wrk(url: str, events: int, seconds: float, connections: int, tag: str, t
     ok = result["codes"].get("202", 0)
     result.update(events_per_request=events, seconds=seconds_run, rps=ok / seconds_run,
                   events_per_s=(result["accepted"] or ok * events) / seconds_run,
+                  cpu_ms_per_request=1000 * cpu / ok if pid and ok else None,
+                  cpu_share=cpu / seconds_run if pid else None,
                   machine_before=before, machine_after=machine_state())
     return result
 
@@ -287,7 +301,7 @@ async def consume_and_decode(bootstrap: str, topic: str) -> dict[str, Any]:
         ends = await consumer.end_offsets(partitions)
         remaining = {tp: end for tp, end in ends.items() if end > 0}
         messages = events = 0
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         while remaining:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for tp, records in batches.items():
@@ -296,10 +310,11 @@ async def consume_and_decode(bootstrap: str, topic: str) -> dict[str, Any]:
                     messages += 1
                 if records and records[-1].offset + 1 >= remaining.get(tp, 0):
                     remaining.pop(tp, None)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         await consumer.stop()
     return {"messages": messages, "events": events, "seconds": elapsed, "events_per_s": events / elapsed,
+            "cpu_us_per_event": 1e6 * cpu / max(1, events),
             "messages_per_s": messages / elapsed}
 
 
@@ -343,7 +358,7 @@ def check_run_counts(run: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- parts
 
 def drive_tracker(url: str, args: argparse.Namespace, sizes: list[int], tag: str, label: str,
-                  profile_pid: int | None, workdir: Path, metrics_url: str | None) -> list[dict[str, Any]]:
+                  profile_pid: int | None, pid: int | None, metrics_url: str | None) -> list[dict[str, Any]]:
     runs = []
     run_wrk(url, 20, args.warmup, args.connections, f"{tag}w")  # warm-up: not reported, counted by the server
     for size in sizes:
@@ -352,7 +367,7 @@ def drive_tracker(url: str, args: argparse.Namespace, sizes: list[int], tag: str
         if profile_pid and size == 20:
             profiler = Profiler(profile_pid, args.seconds - 1, args.json.with_name(f"{args.json.stem}-{label}.profile.txt"))
         print(f"  {label}: {size} events/request for {args.seconds:g} s ...", file=sys.stderr)
-        run = run_wrk(url, size, args.seconds, args.connections, f"{tag}{size}")
+        run = run_wrk(url, size, args.seconds, args.connections, f"{tag}{size}", pid=pid)
         run["label"] = f"{label} x{size}"
         if profiler:
             run["profile"] = profiler.finish()
@@ -396,6 +411,7 @@ def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events:
     try:
         worker.start()
         result["ready_after_s"] = time.monotonic() - started
+        cpu_ready = cpu_seconds(worker.proc.pid if worker.proc else None)
         if args.profile:
             assert worker.proc is not None
             profiler = Profiler(worker.proc.pid, args.seconds, args.json.with_name(f"{args.json.stem}-worker.profile.txt"))
@@ -410,6 +426,8 @@ def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events:
             result["seconds"] = done_at - started - t0
             result["events_per_s"] = expected_events / result["seconds"]
             result["seconds_from_spawn"] = done_at - started
+        result["cpu_us_per_event"] = 1e6 * (cpu_seconds(worker.proc.pid if worker.proc else None) - cpu_ready) \
+            / max(1, expected_events)
         proc = psutil.Process(worker.proc.pid) if worker.proc else None
         result["rss_mb"] = proc.memory_info().rss / 2**20 if proc else None
         result["log_warnings"] = log_warnings(worker.log_path)[:5]
@@ -453,7 +471,8 @@ def all_in_one(bootstrap: str, run_id: str, workdir: Path, args: argparse.Namesp
         sampler = threading.Thread(target=sample_lag, daemon=True)
         sampler.start()
         print(f"  up: 20 events/request for {args.up_seconds:g} s ...", file=sys.stderr)
-        run = run_wrk(process.url, 20, args.up_seconds, args.connections, "up20")
+        run = run_wrk(process.url, 20, args.up_seconds, args.connections, "up20",
+                      pid=process.proc.pid if process.proc else None)
         stop = True
         sampler.join()
         after = settled_counts(process.url)
@@ -528,9 +547,13 @@ def session_memory(sessions: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- report
 
-def fmt_run(run: dict[str, Any], baseline_rps: float | None = None) -> str:
+def fmt_run(run: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     lat = run["latency_us"]
-    ratio = f"  {run['rps'] / baseline_rps:5.2f}x baseline" if baseline_rps else ""
+    ratio = f"  {run['rps'] / baseline['rps']:5.2f}x baseline" if baseline else ""
+    if run.get("cpu_ms_per_request"):
+        ratio += f"  cpu {run['cpu_ms_per_request']:.2f} ms/req ({100 * run['cpu_share']:.0f} % of a core)"
+        if baseline and baseline.get("cpu_ms_per_request"):
+            ratio += f" = {baseline['cpu_ms_per_request'] / run['cpu_ms_per_request']:.2f}x baseline per CPU"
     return (f"{run['label']:<22} {run['rps']:8.0f} req/s {run['events_per_s']:9.0f} events/s   p50 {lat['p50'] / 1000:6.1f} ms"
             f"  p99 {lat['p99'] / 1000:6.1f} ms{ratio}   load {run['machine_before']['load'][0]:.2f}->"
             f"{run['machine_after']['load'][0]:.2f}")
@@ -540,29 +563,32 @@ def report(results: dict[str, Any]) -> str:
     lines = [f"vidpulse throughput - {results['meta']['date']}, {results['meta']['cpus']} cores, "
              f"{results['meta']['platform']}", f"uvicorn: {results['meta']['uvicorn']}", ""]
     base = results.get("http_baseline")
-    base_rps = base["rps"] if base else None
     if base:
         lines.append(fmt_run(base))
     for run in results.get("tracker", []):
-        lines.append(fmt_run(run, base_rps if run["events_per_request"] == 20 else None))
+        lines.append(fmt_run(run, base if run["events_per_request"] == 20 else None))
     consume = results.get("consume_baseline")
     worker = results.get("worker")
     if consume:
         lines.append(f"consume+decode baseline: {consume['events']} events in {consume['seconds']:.2f} s = "
-                     f"{consume['events_per_s']:.0f} events/s ({consume['messages_per_s']:.0f} messages/s)")
+                     f"{consume['events_per_s']:.0f} events/s ({consume['messages_per_s']:.0f} messages/s), "
+                     f"cpu {consume['cpu_us_per_event']:.1f} us/event")
     if worker:
         if worker.get("events_per_s"):
             ratio = f" = {worker['events_per_s'] / consume['events_per_s']:.3f}x consume+decode" if consume else ""
             lines.append(f"worker catching up: {worker['events']} events in {worker['seconds']:.1f} s = "
                          f"{worker['events_per_s']:.0f} events/s{ratio} ({worker['seconds_from_spawn']:.1f} s from spawn, "
-                         f"RSS {worker['rss_mb']:.0f} MiB, load {worker['machine']['load'][0]:.2f})")
+                         f"RSS {worker['rss_mb']:.0f} MiB, load {worker['machine']['load'][0]:.2f}), cpu "
+                         f"{worker['cpu_us_per_event']:.1f} us/event" + (
+                             f" = {consume['cpu_us_per_event'] / worker['cpu_us_per_event']:.3f}x consume+decode per CPU"
+                             if consume else ""))
         else:
             lines.append(f"worker catching up: did not finish within the timeout ({worker['samples'][-1:]})")
         lines.append(f"  API totals {worker.get('totals')} / expected {results['expected']}")
     up = results.get("up")
     if up:
         run = up["run"]
-        lines.append(fmt_run(run, base_rps))
+        lines.append(fmt_run(run, base))
         lags = [sample["lag"] for sample in run["lag"]]
         lines.append(f"  worker lag during the run: max {max(lags, default=0):.0f} messages, last {lags[-1] if lags else 0:.0f};"
                      f" drained {run['drain_s']:.1f} s after the load stopped" if run["drain_s"] is not None
@@ -639,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
             baseline = BaselineServer(bootstrap, f"test-{run_id}.baseline", workdir)
             try:
                 run_wrk(baseline.url, 20, args.warmup, args.connections, "bw")
-                results["http_baseline"] = run_wrk(baseline.url, 20, args.seconds, args.connections, "b20")
+                results["http_baseline"] = run_wrk(baseline.url, 20, args.seconds, args.connections, "b20",
+                                                   pid=baseline.proc.pid)
                 results["http_baseline"]["label"] = "baseline x20"
                 print("  " + fmt_run(results["http_baseline"]), file=sys.stderr)
             finally:
@@ -653,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
                 tracker.start()
                 assert tracker.proc is not None
                 runs = drive_tracker(tracker.url, args, sizes, "t", "tracker", tracker.proc.pid if args.profile else None,
-                                     workdir, tracker.url)
+                                     tracker.proc.pid, tracker.url)
                 final = settled_counts(tracker.url)
                 results["tracker"] = runs
                 results["tracker_totals"] = {"batches": final[0], "events": final[1]}
