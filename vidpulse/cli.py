@@ -106,7 +106,7 @@ def serve(app: ASGIApp, host: str, port: int) -> None:
 
 async def _serve(settings: Settings, roles: frozenset[str], bootstrap: str, dev_account: bool) -> int:
     process = Process(settings, roles, bootstrap, dev_account)
-    app = process.http_app()
+    app = process.asgi_app()
     # outermost, so even the 500 that Starlette writes for an unhandled error carries X-Request-ID
     config = http_config(logs.RequestIdMiddleware(app), settings.http_host, settings.http_port)
     server = _Server(config, on_exit=process.closing)
