@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop clickhouse-start clickhouse-stop faults bench bench-queries bench-live simulate clean screenshots
+.PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop clickhouse-start clickhouse-stop faults bench bench-queries bench-live bench-throughput simulate clean screenshots
 
 run: $(STAMP)
 	$(BIN)/vidpulse up
@@ -89,6 +89,18 @@ bench-queries: $(STAMP)
 
 bench-live: $(STAMP)
 	$(BIN)/python bench/live.py
+
+# The tracker and the worker against raw baselines (bench/README.md). wrk (Debian) drives the HTTP load;
+# py-spy (the bench extra) profiles with --profile: `make bench-throughput ARGS=--profile`.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench-throughput: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk)
+	$(BIN)/python bench/throughput.py $(ARGS)
 
 # The dashboard's pictures in docs/ (shown in the README), taken by its browser tests in Chromium.
 screenshots: $(STAMP) browser-deps

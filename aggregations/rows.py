@@ -7,6 +7,7 @@ tables; a unit test keeps them in step.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,14 +38,25 @@ def dimension_values(batch: EnrichedBatch) -> tuple[Any, ...]:
 def raw_row(batch: EnrichedBatch, event: EnrichedEvent, partition: int, offset: int,
             folded: dict[str, str] | None = None) -> tuple[Any, ...]:
     """``folded``: the original values of dimensions written as "(other)" (see aggregations.caps)."""
-    return (batch.account, batch.session, batch.session_key, batch.fingerprint, event.id, event.type,
-            utc(event.event_time_ms), event.ts, utc(batch.received_at_ms), *dimension_values(batch), batch.user,
-            batch.duration_s, batch.is_bot, event.watched_ms, event.position, event.percentiles, event.startup_ms,
-            event.percent, event.duration_ms, event.server_side, event.code, event.message,
-            event.fatal if event.type == "error" else False, partition, offset, folded or {})
+    return raw_rows(batch, [event], partition, offset, folded)[0]
 
 
-@dataclass(frozen=True)
+def raw_rows(batch: EnrichedBatch, events: list[EnrichedEvent], partition: int, offset: int,
+             folded: dict[str, str] | None = None) -> list[tuple[Any, ...]]:
+    """``raw_row`` of each event: what the batch's events share (who, dimensions, receipt) is built once."""
+    head = (batch.account, batch.session, batch.session_key, batch.fingerprint)
+    middle = (utc(batch.received_at_ms), *dimension_values(batch), batch.user, batch.duration_s, batch.is_bot)
+    folded = folded or {}
+    return [(*head, event.id, event.type, _EPOCH + dt.timedelta(milliseconds=event.event_time_ms), event.ts, *middle,
+             event.watched_ms, event.position, event.percentiles, event.startup_ms, event.percent, event.duration_ms,
+             event.server_side, event.code, event.message, event.fatal if event.type == "error" else False, partition,
+             offset, folded) for event in events]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionIdentity:
     """What a session-minute row says besides the minute: who, and under which dimensions."""
 
@@ -55,7 +67,10 @@ class SessionIdentity:
 
     @classmethod
     def of(cls, batch: EnrichedBatch) -> SessionIdentity:
-        return cls(batch.account, batch.session_key, batch.fingerprint, dimension_values(batch))
+        """Its strings interned: every open session holds one, and sessions share their videos, countries,
+        devices... (a decoded batch brings copies of its own)."""
+        dimensions = tuple(sys.intern(value) if type(value) is str else value for value in dimension_values(batch))
+        return cls(sys.intern(batch.account), batch.session_key, batch.fingerprint, dimensions)
 
     def minute_rows(self, minutes: set[int], exit_minute: int | None = None) -> list[tuple[Any, ...]]:
         """Active minutes, plus the exit-before-start mark at the view's minute when there is one."""

@@ -21,6 +21,8 @@ after an exit was counted stays counted.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 MINUTE_MS = 60_000
@@ -28,13 +30,58 @@ NOT_ACTIVITY = "impression"
 ENDS_ACTIVITY = ("impression", "stop")
 
 
-@dataclass
+class SeenIds:
+    """A session's event ids, for catching retried events: a tuple while small, a set beyond ``SMALL``.
+
+    Most sessions hold tens of events; a set of 20 strings takes 2.2 KB, a tuple 0.2 KB, and scanning
+    a few dozen interned strings costs about what hashing one does. A long session (hours of
+    heartbeats) gets the set's constant-time lookups."""
+
+    SMALL = 64
+    __slots__ = ("_ids",)
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        unique = tuple(dict.fromkeys(sys.intern(event_id) for event_id in ids))
+        self._ids: tuple[str, ...] | set[str] = unique if len(unique) <= self.SMALL else set(unique)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        if event_id in self._ids:
+            return
+        event_id = sys.intern(event_id)  # players number events alike: one copy of "17" for all sessions
+        if isinstance(self._ids, set):
+            self._ids.add(event_id)
+        elif len(self._ids) < self.SMALL:
+            self._ids += (event_id,)
+        else:
+            self._ids = {*self._ids, event_id}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SeenIds):
+            return set(self._ids) == set(other._ids)
+        if isinstance(other, (set, frozenset)):
+            return set(self._ids) == other
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"SeenIds({sorted(self._ids)!r})"
+
+
+@dataclass(slots=True)  # slots: one per open session, and the worker may hold hundreds of thousands
 class SessionState:
     """What the sessionizer remembers of one session between batches."""
 
     last_time_ms: int | None = None
     last_type: str = ""
-    seen_ids: set[str] = field(default_factory=set)
+    seen_ids: SeenIds = field(default_factory=SeenIds)
     closed: bool = True
     view_ms: int | None = None  # the first view: where an exit before start is counted
     started: bool = False  # a first frame was seen
@@ -46,7 +93,7 @@ class SessionState:
         The rebuilt state is open when the last event was activity: closing it
         again re-emits minutes already written, which changes nothing.
         """
-        state = cls(seen_ids={event_id for event_id, _, _ in events})
+        state = cls(seen_ids=SeenIds(event_id for event_id, _, _ in events))
         for _, event_type, time_ms in events:
             _note_start(state, event_type, time_ms)
         if events:

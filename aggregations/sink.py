@@ -30,7 +30,7 @@ from aggregations import sessions
 from aggregations.caps import DimensionCaps
 from aggregations.clickhouse import ClickHouseError
 from aggregations.metrics import WorkerMetrics
-from aggregations.rows import BatchRange, SessionIdentity, SinkRows, Writer, raw_row
+from aggregations.rows import BatchRange, SessionIdentity, SinkRows, Writer, raw_rows
 from ingest.models import EnrichedBatch
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class _Pending:
     events: int = 0
 
 
-@dataclass
+@dataclass(slots=True)  # one per open session: no per-instance __dict__
 class _Session:
     state: sessions.SessionState
     identity: SessionIdentity
@@ -257,17 +257,21 @@ class EventSink:
         cached.identity, cached.arrived_ms = SessionIdentity.of(batch), self._clock_ms()
         self._sessions.move_to_end(batch.session_key)
         minutes: set[int] = set()
+        fresh = []
+        self._metrics.events_consumed.inc(len(batch.events))
         for event in batch.events:
-            self._metrics.events_consumed.inc()
             if event.id in cached.state.seen_ids:
                 self._metrics.events_duplicate.inc()
                 continue
             cached.state.seen_ids.add(event.id)
-            rows.raw.append(raw_row(batch, event, partition, offset, folded))
+            fresh.append(event)
             if not batch.is_bot:
                 minutes |= sessions.advance(cached.state, event.type, event.event_time_ms,
                                             self._config.session_timeout_ms)
-            self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0), event.event_time_ms)
+        if fresh:
+            rows.raw += raw_rows(batch, fresh, partition, offset, folded)
+            self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0),
+                                                max(event.event_time_ms for event in fresh))
         if not batch.is_bot:
             rows.session_minutes += cached.identity.minute_rows(minutes, sessions.exit_before_start(cached.state))
 
@@ -283,7 +287,7 @@ class EventSink:
         for (_, key), batch in missing.items():
             events = history.get(key, [])
             # a bot's session (its key includes the User-Agent) never counts: it keeps only its event ids
-            state = (sessions.SessionState(seen_ids={event_id for event_id, _, _ in events}) if batch.is_bot
+            state = (sessions.SessionState(seen_ids=sessions.SeenIds(event_id for event_id, _, _ in events)) if batch.is_bot
                      else sessions.SessionState.from_history(events))
             self._sessions[key] = _Session(state, SessionIdentity.of(batch), partition)
 

@@ -57,12 +57,14 @@ class EventProducer:
         if self._producer:
             await self._producer.stop()
 
-    async def publish(self, batch: EnrichedBatch, dead_letters: list[dict[str, Any]]) -> None:
-        """Returns once the batch is durable: acknowledged by Kafka, or fsynced to the spool."""
-        key = batch.session_key.to_bytes(8, "big")
+    async def publish(self, batch: EnrichedBatch | dict[str, Any], dead_letters: list[dict[str, Any]]) -> None:
+        """Returns once the batch is durable: acknowledged by Kafka, or fsynced to the spool. ``batch``: the
+        model, or already its ``model_dump()`` (the tracker's fast path, ``ingest.fastpath``)."""
+        body = batch if isinstance(batch, dict) else batch.model_dump()
+        key = body["session_key"].to_bytes(8, "big")
         messages: list[Message] = [(self._dead_letter_topic, key, jsonio.dumps(letter)) for letter in dead_letters]
-        if batch.events:
-            messages.append((self._events_topic, key, orjson.dumps(batch.model_dump())))
+        if body["events"]:
+            messages.append((self._events_topic, key, orjson.dumps(body)))
         await self._deliver(messages)
 
     async def dead_letter(self, letter: dict[str, Any]) -> None:

@@ -1,0 +1,142 @@
+"""The tracker's fast path (ingest.fastpath) accepts and rejects exactly what the models do, with the same reasons
+and the same Kafka message, on a corpus of valid and invalid batches and on generated ones."""
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest import enrich as slow
+from ingest import fastpath
+from ingest.enrich import Sender
+from ingest.models import EVENT_TYPES, MAX_MS, Envelope
+
+NOW = 1_700_000_000_000
+LATENESS_S = 7 * 24 * 3600
+SENDER = Sender(NOW, "81.2.69.160", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                                    "Chrome/124.0.0.0 Safari/537.36")
+SALT = b"test-salt"
+
+VALID = [
+    {"id": "1", "type": "impression", "ts": NOW - 2000},
+    {"id": "2", "type": "view", "ts": NOW - 1500},
+    {"id": "3", "type": "first_frame", "ts": NOW - 1400, "startup_ms": 812},
+    {"id": "4", "type": "heartbeat", "ts": NOW - 1000, "watched_ms": 10_000, "position": 12.5, "percentiles": [0, 1, 2]},
+    {"id": "5", "type": "heartbeat", "ts": NOW - 900},
+    {"id": "6", "type": "heartbeat", "ts": NOW - 800, "position": 7, "unknown": "\x00 ignored"},
+    {"id": "7", "type": "quartile", "ts": NOW - 700, "percent": 25},
+    {"id": "8", "type": "rebuffer", "ts": NOW - 600, "duration_ms": 600_000},
+    {"id": "9", "type": "ad_start", "ts": NOW - 500, "server_side": True},
+    {"id": "10", "type": "error", "ts": NOW - 400, "code": "MEDIA_ERR_DECODE", "message": "decode failed", "fatal": False},
+    {"id": "11", "type": "error", "ts": NOW - 300},
+    {"id": "a-b_c.d e", "type": "stop", "ts": NOW, "watched_ms": 0, "position": None, "percentiles": []},
+    {"id": "x" * 64, "type": "view", "ts": NOW + 60_000},
+]
+INVALID = [
+    {"id": "1", "type": "view", "ts": NOW},                                  # a duplicate of the view above
+    {"id": "", "type": "view", "ts": NOW},
+    {"id": "   ", "type": "view", "ts": NOW},
+    {"id": "x" * 65, "type": "view", "ts": NOW},
+    {"id": "bell\x07", "type": "view", "ts": NOW},
+    {"id": 12, "type": "view", "ts": NOW},
+    {"id": "v", "type": "bogus", "ts": NOW},
+    {"id": "v", "ts": NOW},
+    {"id": "v", "type": ["view"], "ts": NOW},
+    {"id": "v", "type": "view"},
+    {"id": "v", "type": "view", "ts": -1},
+    {"id": "v", "type": "view", "ts": MAX_MS + 1},
+    {"id": "v", "type": "view", "ts": 2**70},
+    {"id": "v", "type": "view", "ts": NOW + 60_001},                          # in the future
+    {"id": "v", "type": "view", "ts": NOW - LATENESS_S * 1000 - 1},           # too late
+    {"id": "f", "type": "first_frame", "ts": NOW},
+    {"id": "f", "type": "first_frame", "ts": NOW, "startup_ms": 600_001},
+    {"id": "h", "type": "heartbeat", "ts": NOW, "watched_ms": -1},
+    {"id": "h", "type": "heartbeat", "ts": NOW, "watched_ms": None},
+    {"id": "h", "type": "heartbeat", "ts": NOW, "position": "12"},
+    {"id": "h", "type": "heartbeat", "ts": NOW, "percentiles": [101]},
+    {"id": "h", "type": "heartbeat", "ts": NOW, "percentiles": list(range(100)) * 11},
+    {"id": "h", "type": "heartbeat", "ts": NOW, "percentiles": "1,2"},
+    {"id": "q", "type": "quartile", "ts": NOW, "percent": 30},
+    {"id": "q", "type": "quartile", "ts": NOW},
+    {"id": "r", "type": "rebuffer", "ts": NOW, "duration_ms": 1.5},
+    {"id": "a", "type": "ad_start", "ts": NOW, "server_side": "yes"},
+    {"id": "e", "type": "error", "ts": NOW, "code": "x" * 65},
+    {"id": "e", "type": "error", "ts": NOW, "message": "line\nbreak"},
+    {"id": "e", "type": "error", "ts": NOW, "fatal": "no"},
+    "not an event",
+    None,
+    ["view"],
+]
+# accepted by the models after coercion or trimming: the fast path leaves these to them, with the same result
+COERCED = [
+    {"id": " padded ", "type": "view", "ts": NOW - 100},
+    {"id": "ünïcode", "type": "view", "ts": NOW - 99},
+    {"id": "c", "type": "view", "ts": float(NOW - 98)},
+    {"id": "d", "type": "view", "ts": str(NOW - 97)},
+    {"id": "e2", "type": "heartbeat", "ts": NOW - 96, "watched_ms": 1000.0, "position": True},
+    {"id": "f2", "type": "quartile", "ts": NOW - 95, "percent": 50.0},
+    {"id": "g2", "type": "error", "ts": NOW - 94, "code": " CODE ", "message": "é", "fatal": 0},
+    {"id": "h2", "type": "ad_start", "ts": NOW - 93, "server_side": 1},
+]
+
+
+def envelope(events, **overrides):
+    body = {"account": "1234", "player": "web", "session": "abcdefgh", "video": "5555",
+            "context": {"tz": "Europe/Berlin", "page": "https://www.example.com/watch", "duration": 600}, "events": events}
+    body.update(overrides)
+    return Envelope.model_validate(body)
+
+
+def assert_same(env):
+    slow_accepted, slow_rejected = slow.check_events(env, NOW, LATENESS_S)
+    fast_accepted, fast_rejected = fastpath.check_events(env, NOW, LATENESS_S)
+    assert fast_rejected == slow_rejected
+    slow_batch = slow.enrich(env, slow_accepted, SENDER, SALT).model_dump()
+    fast_batch = fastpath.enrich(env, fast_accepted, SENDER, SALT)
+    assert fast_batch == slow_batch
+    assert orjson.dumps(fast_batch) == orjson.dumps(slow_batch)  # the same Kafka message, byte for byte
+
+
+def test_a_batch_of_valid_invalid_and_coerced_events_is_judged_the_same():
+    assert_same(envelope(VALID + INVALID + COERCED))
+    assert_same(envelope(VALID + COERCED, sent_at=NOW + 3_600_000))  # a device clock an hour fast
+
+
+def test_each_event_alone_is_judged_the_same():
+    for event in VALID + INVALID + COERCED:
+        assert_same(envelope([event]))
+
+
+def test_the_plain_events_take_the_fast_way_and_the_rest_the_models():
+    """Else the fast path would be the slow one: every valid event of the corpus is checked by hand."""
+    assert all(fastpath.plain_event(event) is not None for event in VALID)
+    assert all(fastpath.plain_event(event) is None for event in COERCED)
+    rejected_by_the_models = [event for event in INVALID if fastpath.plain_event(event) is None]
+    # only the duplicate and the two out-of-window times are valid events as such; time and ids are checked after
+    assert len(INVALID) - len(rejected_by_the_models) == 3
+
+
+MS_VALUES = st.one_of(st.integers(-2, 600_002), st.sampled_from([0, 600_000, 600_001, True, 1.0, 1.5, "5", None]))
+TEXT = st.one_of(st.text(max_size=8), st.sampled_from(["", " x ", "a\x00", "é", "x" * 64, "x" * 65, "y" * 257, 5]))
+EVENTS = st.fixed_dictionaries(
+    {"type": st.sampled_from([*EVENT_TYPES, "bogus", 1, None, " view"])},
+    optional={
+        "id": st.one_of(st.from_regex(r"[ -~]{0,3}", fullmatch=True), TEXT, st.integers(0, 9)),
+        "ts": st.one_of(st.sampled_from([NOW, NOW - 1, NOW + 60_000, NOW + 60_001, NOW - LATENESS_S * 1000 - 1,
+                                         float(NOW), str(NOW), True, -1, MAX_MS + 1]),
+                        st.integers(NOW - 10**6, NOW + 10**6)),
+        "watched_ms": MS_VALUES, "startup_ms": MS_VALUES, "duration_ms": MS_VALUES,
+        "position": st.one_of(st.none(), st.floats(allow_nan=False), st.integers(-(2**60), 2**60), st.booleans(), TEXT),
+        "percentiles": st.one_of(st.lists(st.one_of(st.integers(-2, 102), st.booleans(), st.floats(0, 100)), max_size=4),
+                                 TEXT),
+        "percent": st.sampled_from([25, 50, 75, 100, 30, 25.0, "25", True, None]),
+        "server_side": st.sampled_from([True, False, 0, 1, "true", None]),
+        "fatal": st.sampled_from([True, False, 0, 1, "false", None]),
+        "code": TEXT, "message": TEXT,
+    })
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(st.one_of(EVENTS, st.sampled_from(VALID + INVALID)), min_size=1, max_size=8),
+       sent_at=st.one_of(st.none(), st.sampled_from([NOW, NOW + 3_600_000, NOW - 5_000])))
+def test_generated_batches_are_judged_the_same(events, sent_at):
+    assert_same(envelope(events, sent_at=sent_at))
