@@ -75,6 +75,7 @@ class Topology:
         self.commands = {name: spec["services"][name]["command"] for name in ("migrate", "tracker", "worker", "api")}
         self.settings = {**local_environment(spec, kafka_bootstrap, clickhouse, replication), **settings}
         self.clickhouse = clickhouse
+        self.cluster: Any = None  # the KafkaCluster the fault suite kills nodes of, when it runs on one
         self.folder, self.bootstrap, self.run_id = folder, kafka_bootstrap, run_id
         self.auth = AccountKeys({})
         self.trackers = [self._process("tracker", n) for n in range(trackers)]

@@ -13,6 +13,7 @@ The suite is ``make faults`` (``.ci/run`` runs it after ``make test``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.clickhouse_server import ClickHouseServer
 from tests.kafka_cluster import KafkaCluster
@@ -36,7 +38,7 @@ ADDITIVE = ("video_impression", "video_view", "video_seconds_viewed", "ad_start"
 UNIQUES = ("ccu", "fingerprint_count")
 KILLS = 3
 ACCOUNTS = ("baseline", *(f"worker-kill-{n}" for n in range(1, KILLS + 1)), "worker-join", "clickhouse-down",
-            "tracker-kill")
+            "tracker-kill", "broker-kill")
 SETTLE_S = 240  # sessions close timeout + grace (65 s) after their last batch; a moved partition adds a rebalance
 
 
@@ -61,6 +63,7 @@ def topology(_kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
                          flush_interval_s="0.5", consumer_session_timeout_s="6", accounts_refresh_s="1",
                          commit_interval_s="10")
         split.start(ACCOUNTS)
+        split.cluster = cluster
         yield split
     finally:
         if split is not None:
@@ -292,3 +295,35 @@ def test_a_tracker_killed_between_requests_costs_retries_not_events(topology, ca
         assert figures["retries"], "no client had to retry: the tracker died after the load"
     finally:
         victim.start()
+
+
+async def leaders(bootstrap: str, topic: str) -> dict[int, int]:
+    """partition -> the node leading it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return {p["partition"]: p["leader"] for p in (await admin.describe_topics([topic]))[0]["partitions"]}
+    finally:
+        await admin.close()
+
+
+@pytest.mark.skipif(not CLUSTER, reason="needs the three-broker cluster (VIDPULSE_FAULT_KAFKA=cluster, the default)")
+def test_the_leading_broker_killed_and_restarted_loses_nothing(topology, capsys):
+    """SIGKILL the node that leads the most partitions of the events topic: no controlled shutdown. Producers
+    (acks=all, two in-sync replicas) and consumers move to the new leaders; later the node rejoins."""
+    events_topic = f"{topology.trackers[0].env['VIDPULSE_TOPIC_PREFIX']}events"
+    led = asyncio.run(leaders(topology.bootstrap, events_topic))
+    victim = max(set(led.values()), key=list(led.values()).count)
+    load = Load.start(topology, "broker-kill")
+    when(lambda: sum(consumed(topology, w) for w in topology.workers) > 0 and load.running())
+    load.fault()
+    topology.cluster.kill_node(victim)
+    try:
+        time.sleep(10)
+        assert all(node != victim for node in asyncio.run(leaders(topology.bootstrap, events_topic)).values())
+    finally:
+        topology.cluster.start_node(victim)
+    truth = load.finish()
+    figures = settle(topology, load, truth, load.ended)
+    figures["partitions_led"] = sum(1 for node in led.values() if node == victim)
+    report(capsys, figures)
