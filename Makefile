@@ -12,7 +12,8 @@ run: $(STAMP)
 test: lint browser-deps promtool-deps
 	$(BIN)/python -m pytest -q --ignore=tests/faults
 
-# The fault suite: the split topology on a ClickHouse server, with a part failing under load (.ci/run runs it too).
+# The fault suite: the split topology on a ClickHouse server and a three-broker cluster, a part failing under
+# load in each case (.ci/run runs it after make test). VIDPULSE_FAULT_KAFKA=single runs it on one broker.
 faults: $(STAMP)
 	$(BIN)/python -m pytest -q tests/faults
 
@@ -42,11 +43,6 @@ unit: $(STAMP) promtool-deps
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
-
-# The fault suite on the split topology (tests marked `faults`; `make test` runs them too,
-# `pytest -m "not faults"` leaves them out). VIDPULSE_FAULT_RUNS: runs of each case (3).
-faults: $(STAMP)
-	$(BIN)/python -m pytest -q -s -m faults tests/integration
 
 install: $(STAMP)
 

@@ -72,7 +72,12 @@ def test_a_real_playback_is_counted_as_played(pipeline, player):
     progress = [event for event in events if event["type"] in ("heartbeat", "stop")]
     heartbeats = progress[:-1]
     assert len(heartbeats) >= 2, kinds  # about 34 s of playback and pause, one heartbeat per 10 s
-    assert all(event["watched_ms"] <= 11_000 for event in heartbeats), heartbeats
+    # each heartbeat reports what played since the one before (a delta, not a running total): never more than
+    # the time that passed (timers fire late on a loaded machine, so the 10 s interval is not a bound)
+    previous = first_frame["event_time_ms"]
+    for heartbeat in heartbeats:
+        assert heartbeat["watched_ms"] <= heartbeat["event_time_ms"] - previous + 500, (heartbeat, previous)
+        previous = heartbeat["event_time_ms"]
     watched_s = sum(event["watched_ms"] for event in progress) / 1000
     assert abs(watched_s - played_s) <= 1.0, (watched_s, played_s)  # the 8 s seek was not counted
     assert progress[-1]["position"] == pytest.approx(40.0, abs=0.1)
