@@ -14,6 +14,8 @@ from ingest import geo, identity, useragent
 from ingest.models import EVENT_ADAPTER, EnrichedBatch, EnrichedEvent, Envelope
 from ingest.timing import event_time_ms, time_error
 
+DUPLICATE_ID = "duplicate_id: an earlier event in this batch has the same id"
+
 
 class Sender(NamedTuple):
     """What the tracker knows of the request; never leaves the tracker as such."""
@@ -50,7 +52,7 @@ def check_events(envelope: Envelope, received_at_ms: int, lateness_s: int) -> tu
         when = event_time_ms(received_at_ms, envelope.sent_at, event.ts)
         reason = time_error(when, received_at_ms, lateness_s)
         if reason is None and event.id in seen_ids:
-            reason = "duplicate_id: an earlier event in this batch has the same id"
+            reason = DUPLICATE_ID
         if reason:
             rejected.append(Rejection(index, reason, raw))
             continue
@@ -62,11 +64,18 @@ def check_events(envelope: Envelope, received_at_ms: int, lateness_s: int) -> tu
 def enrich(envelope: Envelope, events: list[EnrichedEvent], sender: Sender, salt: bytes,
            locator: geo.Locator | None = None) -> EnrichedBatch:
     """Attach identity, device and location; the raw IP and User-Agent stop here."""
+    return EnrichedBatch(**batch_fields(envelope, sender, salt, locator),
+                         events=sorted(events, key=lambda event: (event.event_time_ms, event.id)))
+
+
+def batch_fields(envelope: Envelope, sender: Sender, salt: bytes, locator: geo.Locator | None) -> dict[str, Any]:
+    """An enriched batch's fields but its events: the one place identity, device and place are derived, for the
+    model path above and the tracker's fast path (``ingest.fastpath``)."""
     fingerprint = identity.fingerprint(salt, envelope.account, sender.ip, sender.user_agent, envelope.player)
     agent = useragent.classify(sender.user_agent)
     place = locator.locate(sender.ip) if locator else geo.locate(sender.ip)
     context = envelope.context
-    return EnrichedBatch(
+    return dict(
         account=envelope.account, player=envelope.player, session=envelope.session,
         session_key=identity.session_key(envelope.account, fingerprint, envelope.session),
         fingerprint=fingerprint, video=envelope.video, live=envelope.live, tz=context.tz or "",
@@ -74,7 +83,6 @@ def enrich(envelope: Envelope, events: list[EnrichedEvent], sender: Sender, salt
         country=place.country, continent=place.continent, subdivision=place.subdivision,
         device_type=agent.device_type, os=agent.os, browser=agent.browser, is_bot=agent.is_bot,
         received_at_ms=sender.received_at_ms,
-        events=sorted(events, key=lambda event: (event.event_time_ms, event.id)),
     )
 
 

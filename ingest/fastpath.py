@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ingest import geo, identity, useragent
-from ingest.enrich import Rejection, Sender, validation_reason
+from ingest import geo
+from ingest.enrich import DUPLICATE_ID, Rejection, Sender, batch_fields, validation_reason
 from ingest.models import EVENT_ADAPTER, MAX_MS, EnrichedEvent, Envelope
 from ingest.timing import event_time_ms, time_error
 
@@ -43,7 +43,6 @@ class Record(dict):  # type: ignore[type-arg]
         except KeyError:
             raise AttributeError(name) from None
 
-_DUPLICATE = "duplicate_id: an earlier event in this batch has the same id"
 
 
 def _ms(value: Any) -> bool:
@@ -156,7 +155,7 @@ def check_events(envelope: Envelope, received_at_ms: int, lateness_s: int) -> tu
         when = event_time_ms(received_at_ms, envelope.sent_at, event["ts"])
         reason = time_error(when, received_at_ms, lateness_s)
         if reason is None and event["id"] in seen_ids:
-            reason = _DUPLICATE
+            reason = DUPLICATE_ID
         if reason:
             rejected.append(Rejection(index, reason, raw))
             continue
@@ -169,17 +168,5 @@ def check_events(envelope: Envelope, received_at_ms: int, lateness_s: int) -> tu
 def enrich(envelope: Envelope, events: list[Record], sender: Sender, salt: bytes,
            locator: geo.Locator | None = None) -> Record:
     """``ingest.enrich.enrich`` as the dict its ``model_dump()`` would be: what the tracker sends to Kafka."""
-    fingerprint = identity.fingerprint(salt, envelope.account, sender.ip, sender.user_agent, envelope.player)
-    agent = useragent.classify(sender.user_agent)
-    place = locator.locate(sender.ip) if locator else geo.locate(sender.ip)
-    context = envelope.context
-    return Record(
-        account=envelope.account, player=envelope.player, session=envelope.session,
-        session_key=identity.session_key(envelope.account, fingerprint, envelope.session),
-        fingerprint=fingerprint, video=envelope.video, live=envelope.live, tz=context.tz or "",
-        user=context.user or "", domain=context.domain, duration_s=context.duration,
-        country=place.country, continent=place.continent, subdivision=place.subdivision,
-        device_type=agent.device_type, os=agent.os, browser=agent.browser, is_bot=agent.is_bot,
-        received_at_ms=sender.received_at_ms,
-        events=sorted(events, key=lambda event: (event["event_time_ms"], event["id"])),
-    )
+    return Record(**batch_fields(envelope, sender, salt, locator),
+                  events=sorted(events, key=lambda event: (event["event_time_ms"], event["id"])))
