@@ -88,6 +88,7 @@ class EventSink:
         self._writing_since: float | None = None  # a batch being written counts as pending for its age
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._failing_calls = 0  # database calls being retried right now
         metrics.dimension_cap.set(config.dimension_cap_per_day)
         self._caps = DimensionCaps(config.dimension_cap_per_day, self._load_dimension_values,
                                    lambda dimension: metrics.dimension_folds.labels(dimension).inc())
@@ -95,6 +96,11 @@ class EventSink:
     def positions(self) -> dict[int, int]:
         """The next offset to consume of every partition this sink has seen since its assignment."""
         return dict(self._next_offset)
+
+    @property
+    def waiting_on_database(self) -> bool:
+        """A write or read failed and is being retried: every partition waits behind it."""
+        return self._failing_calls > 0
 
     def oldest_pending_age_s(self) -> float:
         now = time.monotonic()
@@ -342,11 +348,17 @@ class EventSink:
         """Retries database failures forever: giving up would mean acknowledging events never written.
         Anything else is a bug and propagates, stopping the agent loudly rather than looping quietly."""
         attempt = 0
-        while True:
-            try:
-                return await call()
-            except (ClickHouseError, OSError) as exc:
-                delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
-                log.warning("ClickHouse call failed (attempt %d), retrying in %.1f s: %s", attempt + 1, delay, exc)
-                attempt += 1
-                await asyncio.sleep(delay)
+        try:
+            while True:
+                try:
+                    return await call()
+                except (ClickHouseError, OSError) as exc:
+                    delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                    log.warning("ClickHouse call failed (attempt %d), retrying in %.1f s: %s", attempt + 1, delay, exc)
+                    if attempt == 0:
+                        self._failing_calls += 1
+                    attempt += 1
+                    await asyncio.sleep(delay)
+        finally:
+            if attempt:
+                self._failing_calls -= 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from aggregations.clickhouse import ClickHouse
 from aggregations.metrics import WorkerMetrics
+from aggregations.progress import PartitionProgress, Position
 from aggregations.rejections import RejectionSink
 from aggregations.sink import EventSink, SinkConfig
 from aggregations.writer import ClickHouseWriter
@@ -23,6 +25,7 @@ from ingest.models import EnrichedBatch
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 5.0
 
 
 class Worker:
@@ -48,6 +51,9 @@ class Worker:
         self.sink = EventSink(ClickHouseWriter(db, metrics), _sink_config(settings), metrics,
                               ack=self._ack, caught_up=self._caught_up)
         self._metrics = metrics
+        self._progress = PartitionProgress()
+        self._unread: dict[int, int] = {}  # next offset of assigned partitions the sink has not read yet
+        self._end_offsets: dict[int, int] = {}  # asked of the broker: a partition never fetched has no highwater
         metrics.watch(self._lag, self.sink.oldest_pending_age_s)
         self._stream: Any = None
         self._reloading: asyncio.Future[None] | None = None
@@ -61,6 +67,7 @@ class Worker:
         self.app.timer(settings.flush_interval_s)(self.rejections.flush)
         # ticking at half the interval keeps a batch from waiting almost two intervals for its tick
         self.app.timer(settings.flush_interval_s / 2)(self.sink.flush_due)
+        self.app.timer(PROGRESS_EVERY_S)(self._watch_progress)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
 
@@ -97,12 +104,74 @@ class Worker:
         return highwater is None or next_offset >= highwater
 
     def _lag(self) -> dict[int, int]:
-        lags = {}
-        for partition, next_offset in self.sink.positions().items():
-            highwater = self.app.consumer.highwater(self.topic_partition(partition))
-            if highwater is not None:
-                lags[partition] = max(0, highwater - next_offset)
-        return lags
+        return {partition: position.lag for partition, position in self._positions().items()}
+
+    def _positions(self) -> dict[int, Position]:
+        """Every assigned partition of the events topic: the sink's next offset where it has read one since
+        the assignment, else where the consumer resumes it (last sampled by ``_watch_progress``)."""
+        read = self.sink.positions()
+        found = {}
+        for tp in self._assigned():
+            fetched = self.app.consumer.highwater(tp)
+            highwater = max(fetched if fetched is not None else -1, self._end_offsets.get(tp.partition, -1))
+            next_offset = read.get(tp.partition, self._unread.get(tp.partition))
+            if highwater >= 0 and next_offset is not None:
+                found[tp.partition] = Position(next_offset, highwater)
+        return found
+
+    def _assigned(self) -> list[Any]:
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - not started or stopping: nothing is assigned
+            return []
+        return [tp for tp in assignment if tp.topic == self.topic.get_topic_name()]
+
+    async def _watch_progress(self) -> None:
+        """Samples where each partition ends and where unread ones resume, then reports any that stopped moving."""
+        assigned, read = self._assigned(), self.sink.positions()
+        self._unread = {tp.partition: offset for tp in assigned if tp.partition not in read
+                        and (offset := await self._resume_offset(tp)) is not None}
+        try:
+            ends = await asyncio.wait_for(self.app.consumer.highwaters(*assigned), 5) if assigned else {}
+        except Exception as exc:  # noqa: BLE001 - broker away: the fetches' highwaters still count
+            log.debug("could not read the end offsets: %r", exc)
+            ends = {}
+        self._end_offsets = {tp.partition: offset for tp, offset in ends.items()}
+        positions = self._positions()
+        for partition in self._progress.observe(time.monotonic(), positions, self.sink.waiting_on_database):
+            self._metrics.partition_stalls.inc()
+            log.warning("partition %d of %s is assigned to this worker, has %d messages waiting and has not moved for "
+                        "%.0f s (next offset %d): its events are counted late until it moves (restarting this worker "
+                        "moves it). Consumer state: %s", partition, self.topic.get_topic_name(), positions[partition].lag,
+                        self._progress.stall_after_s, positions[partition].next_offset,
+                        self._consumer_state(self.topic_partition(partition)))
+        self._metrics.stalled_partitions.set(len(self._progress.stalled()))
+
+    async def _resume_offset(self, tp: Any) -> int | None:
+        """The committed offset (Faust's own record of it, private), else the fetcher's position."""
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        if committed is not None:
+            return int(committed)
+        try:
+            return await asyncio.wait_for(self.app.consumer.position(tp), 2)
+        except Exception:  # noqa: BLE001 - no position yet (being reset): no figure this round
+            return None
+
+    def _consumer_state(self, tp: Any) -> str:
+        """Which layer holds a stalled partition back, from Faust's and aiokafka's private state: read for the
+        log line only, so a change in either library costs a detail here, never the worker."""
+        consumer = self.app.consumer
+        parts = [f"flow_active={getattr(consumer, 'flow_active', '?')}"]
+        for name in ("_active_partitions", "_paused_partitions", "_buffered_partitions"):
+            held = getattr(consumer, name, None)
+            parts.append(f"{name.strip('_')}={'?' if held is None else tp in held}")
+        try:
+            state = consumer._thread._ensure_consumer()._subscription.subscription.assignment.state_value(tp)
+            parts.append(f"aiokafka paused={state.paused} valid_position={state.has_valid_position} "
+                         f"awaiting_reset={state.awaiting_reset}")
+        except Exception:  # noqa: BLE001 - diagnostics only
+            parts.append("aiokafka state unknown")
+        return ", ".join(parts)
 
     def topic_partition(self, partition: int) -> Any:
         return faust.types.TP(self.topic.get_topic_name(), partition)

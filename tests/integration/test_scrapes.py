@@ -4,6 +4,7 @@ in a scrape that prometheus-client's parser reads."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -37,3 +38,18 @@ def test_each_process_alone_exposes_the_metrics_of_its_part(kafka, tmp_path, run
     assert not missing, f"{part}: listed in the README but not exposed: {sorted(missing)}"
     others = {prefix for other, prefixes in PARTS.items() if other != part for prefix in prefixes} - set(PARTS[part])
     assert not {name for name in families if name.startswith(tuple(others))}, "a part exposes another part's metrics"
+
+
+def test_a_worker_reports_the_lag_of_every_assigned_partition_even_before_it_reads_one(kafka, tmp_path, run_id):
+    """A partition held but never read must show (a stall there would otherwise go unseen: no lag, no alert)."""
+    process = VidpulseProcess(kafka, tmp_path, run_id, command="worker", topic_partitions="3").start()
+    try:
+        deadline, lags = time.monotonic() + 90, {}
+        while time.monotonic() < deadline and len(lags) < 3:
+            time.sleep(1)
+            scrape = httpx.get(f"{process.url}/metrics").text
+            lags = dict(re.findall(r'vidpulse_worker_consumer_lag_messages\{partition="(\d)"\} (\S+)', scrape))
+    finally:
+        process.stop()
+    assert lags == {"0": "0.0", "1": "0.0", "2": "0.0"}, f"nothing read yet, every partition listed at 0: {lags}"
+    assert re.search(r"^vidpulse_worker_stalled_partitions 0\.0$", scrape, re.M)
