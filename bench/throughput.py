@@ -718,7 +718,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--sizes", default="20,1,200", help="events per request of the tracker runs (default 20,1,200)")
     parser.add_argument("--parts", default="http,tracker,consume,worker,up,memory",
-                        help="which parts to run (default: http,tracker,consume,worker,up,memory; also split)")
+                        help="which parts to run (default: http,tracker,consume,worker,up,memory; also split; "
+                             "up and split run in the order given)")
     parser.add_argument("--catch-up-timeout", type=float, default=600, help="give the worker this long (default 600)")
     parser.add_argument("--memory-sessions", type=int, default=20_000, help="sessions for the memory part (default 20000)")
     parser.add_argument("--profile", action="store_true", help="py-spy the tracker (20 events/request) and the worker")
@@ -811,22 +812,14 @@ def main(argv: list[str] | None = None) -> int:
                 problems.append("the worker did not write every accepted event within the timeout")
             if worker.get("totals") != results["expected"]:
                 problems.append(f"worker: API totals {worker.get('totals')} != expected {results['expected']}")
-        if "up" in parts:
-            print("vidpulse up ...", file=sys.stderr)
-            (workdir / "up").mkdir()
-            up = all_in_one(bootstrap, f"{run_id}up", workdir / "up", args)
-            results["up"] = up
-            problems += check_run_counts(up["run"])
-            if up["totals"] != up["expected"]:
-                problems.append(f"up: API totals {up['totals']} != expected {up['expected']}")
-        if "split" in parts:
-            print("split: ClickHouse server, vidpulse tracker, worker and api ...", file=sys.stderr)
-            (workdir / "split").mkdir()
-            results["split"] = split(bootstrap, f"{run_id}split", workdir / "split", args)
-            problems += check_run_counts(results["split"]["run"])
-            if results["split"]["totals"] != results["split"]["expected"]:
-                problems.append(f"split: API totals {results['split']['totals']} != expected "
-                                f"{results['split']['expected']}")
+        for part in [part for part in args.parts.split(",") if part in ("up", "split")]:  # in the order given
+            print("vidpulse up ..." if part == "up" else "split: ClickHouse server, vidpulse tracker, worker and api ...",
+                  file=sys.stderr)
+            (workdir / part).mkdir()
+            results[part] = (all_in_one if part == "up" else split)(bootstrap, f"{run_id}{part}", workdir / part, args)
+            problems += check_run_counts(results[part]["run"])
+            if results[part]["totals"] != results[part]["expected"]:
+                problems.append(f"{part}: API totals {results[part]['totals']} != expected {results[part]['expected']}")
         if "memory" in parts:
             print("sessionizer memory ...", file=sys.stderr)
             results["memory"] = session_memory(args.memory_sessions)
