@@ -16,6 +16,9 @@ load average, since this machine is shared):
    equal what the tracker acknowledged (its own counters, checked against wrk's count of 202s).
 6. **All in one**: ``vidpulse up`` under wrk at 20 events per request; the worker's lag sampled every
    second; then the same exactness check.
+   **Split** (``--parts split``): the same against a ClickHouse server (deploy/clickhouse/clickhouse.sh)
+   and ``vidpulse tracker``, ``worker`` and ``api`` as separate processes (tests/topology.py, one of each);
+   for both, the start-up time to /readyz, and the CPU and memory of every process summed.
 7. **Memory per open session**: the sessionizer (``aggregations.sink.EventSink``) holding N sessions of
    20 events each, measured with tracemalloc (no ClickHouse: a writer that keeps nothing).
 
@@ -78,15 +81,26 @@ def machine_state() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- wrk
 
-def cpu_seconds(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+def cpu_seconds(pid: int | list[int] | None) -> float:
+    """CPU time of one process, or summed over several (the split topology), children included."""
+    total = 0.0
+    for one in [] if pid is None else [pid] if isinstance(pid, int) else pid:
+        process = psutil.Process(one)
+        for each in (process, *process.children(recursive=True)):
+            times = each.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of processes (and their children), summed, in MiB."""
+    processes = [psutil.Process(pid) for pid in pids]
+    return sum(each.memory_info().rss for process in processes
+               for each in (process, *process.children(recursive=True))) / 2**20
 
 
 def run_wrk(url: str, events: int, seconds: float, connections: int, tag: str, threads: int = 1,
-            pid: int | None = None) -> dict[str, Any]:
+            pid: int | list[int] | None = None) -> dict[str, Any]:
     """One wrk run against ``url`` (POST /v1/track bodies from bench/track.lua); its RESULT line, parsed. With
     ``pid``, also the server's CPU time per answered request: on a shared machine, the figure that other
     people's load disturbs least."""
@@ -136,7 +150,10 @@ def lag(metrics: dict[str, float]) -> float:
 
 
 def raw_rows(metrics: dict[str, float]) -> float:
-    return metrics.get('vidpulse_worker_rows_written_total{table="events_raw"}', 0.0)
+    """Events written to events_raw and then to events_stream (whose views fill the tables the API's totals
+    read: waiting for events_raw alone raced the API on a ClickHouse server)."""
+    return min(metrics.get(f'vidpulse_worker_rows_written_total{{table="{table}"}}', 0.0)
+               for table in ("events_raw", "events_stream"))
 
 
 def accepted_counts(metrics: dict[str, float]) -> tuple[int, int]:
@@ -448,46 +465,114 @@ def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events:
 def all_in_one(bootstrap: str, run_id: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``vidpulse up`` under load at 20 events per request; the worker's lag every second; the totals after."""
     process = VidpulseProcess(bootstrap, workdir, run_id, accounts=(ACCOUNT,), **SETTINGS)
-    result: dict[str, Any] = {}
+    process.provision((ACCOUNT,))
     try:
+        started = time.monotonic()
         process.start()
-        run_wrk(process.url, 20, args.warmup, args.connections, "uw")
-        before = settled_counts(process.url)
-        lags: list[dict[str, Any]] = []
-        stop = False
-
-        def sample_lag() -> None:
-            started = time.monotonic()
-            while not stop:
-                try:
-                    metrics = scrape(process.url)
-                    lags.append({"t": round(time.monotonic() - started, 1), "lag": lag(metrics),
-                                 "oldest_pending_s": metrics.get("vidpulse_worker_oldest_pending_batch_age_seconds", 0)})
-                except httpx.HTTPError:
-                    pass
-                time.sleep(1)
-
-        import threading
-        sampler = threading.Thread(target=sample_lag, daemon=True)
-        sampler.start()
-        print(f"  up: 20 events/request for {args.up_seconds:g} s ...", file=sys.stderr)
-        run = run_wrk(process.url, 20, args.up_seconds, args.connections, "up20",
-                      pid=process.proc.pid if process.proc else None)
-        stop = True
-        sampler.join()
-        after = settled_counts(process.url)
-        run.update(label="up x20", server_batches=after[0] - before[0], server_events=after[1] - before[1])
-        drained_from = time.monotonic()
-        _, accepted = after
-        done = wait_until_written(process.url, accepted, args.catch_up_timeout, [], drained_from)
-        run["drain_s"] = (done - drained_from) if done else None
-        run["lag"] = lags
-        result["run"] = run
-        result["expected"] = {"video_view": after[0], "video_seconds_viewed": float(after[0] * 18)}
-        result["totals"] = totals(process, args.since_ms)
-        result["log_warnings"] = log_warnings(process.log_path)[:5]
+        startup = {"ready_s": time.monotonic() - started}
+        assert process.proc is not None
+        return under_load(process.url, process.url, process, {"up": process.proc.pid}, "up", startup, args,
+                          [process.log_path])
     finally:
         process.stop()
+
+
+def split(bootstrap: str, run_id: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The same load on a ClickHouse server and one ``vidpulse tracker``, ``worker`` and ``api``, each its own
+    process (tests/topology.py: docker-compose.yml's commands and environment), on ``up``'s topic setup."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.clickhouse_server import ClickHouseServer
+    from tests.topology import Topology
+
+    clickhouse = ClickHouseServer(workdir / "clickhouse")
+    topology = Topology(workdir, bootstrap, clickhouse, run_id, trackers=1, workers=1, apis=1, replication=1,
+                        topic_partitions=str(PARTITIONS), **SETTINGS)
+    startup: dict[str, Any] = {}
+    try:
+        began = time.monotonic()
+        clickhouse.start()
+        startup["clickhouse_s"] = time.monotonic() - began
+        done = subprocess.run([sys.executable, "-m", "vidpulse.cli", *topology.commands["migrate"]], env=topology.env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"vidpulse migrate failed:\n{done.stderr[-3000:]}")
+        startup["migrate_s"] = time.monotonic() - began - startup["clickhouse_s"]
+        topology.provision((ACCOUNT,))  # as for up: before the clock, not part of a start
+        processes = {"tracker": topology.trackers[0], "worker": topology.workers[0], "api": topology.apis[0]}
+        began_processes = time.monotonic()
+
+        def start(role: str) -> tuple[str, float]:
+            processes[role].start()
+            return role, time.monotonic() - began_processes
+
+        with ThreadPoolExecutor(3) as pool:  # all three at once, as a supervisor would start them
+            startup.update({f"{role}_s": seconds for role, seconds in pool.map(start, processes)})
+        startup["ready_s"] = startup["clickhouse_s"] + startup["migrate_s"] + max(
+            startup[f"{role}_s"] for role in processes)
+        pids = {"clickhouse": int((clickhouse.folder / "server.pid").read_text()),
+                **{role: process.proc.pid for role, process in processes.items() if process.proc}}
+        return under_load(processes["tracker"].url, processes["worker"].url, processes["api"], pids, "split", startup, args,
+                          [process.log_path for process in processes.values()])
+    finally:
+        topology.stop()
+        if clickhouse.running():
+            clickhouse.stop()
+
+
+def under_load(tracker_url: str, worker_url: str, api: VidpulseProcess, pids: dict[str, int], label: str,
+               startup: dict[str, Any], args: argparse.Namespace, logs: list[Path]) -> dict[str, Any]:
+    """wrk at 20 events per request on the tracker; the worker's lag and every process's memory every second;
+    the time from the load's end until every accepted event is in events_raw and events_stream (sampled every
+    0.25 s); the API's totals. CPU is also read from the start of the load until every event is written: a
+    worker that lags does its share after the load."""
+    result: dict[str, Any] = {"startup": startup, "rss_idle_mb": rss_mb(list(pids.values()))}
+    run_wrk(tracker_url, 20, args.warmup, args.connections, f"{label[0]}w")
+    before = settled_counts(tracker_url)
+    samples: list[dict[str, Any]] = []
+    load_ended: list[float] = []  # set when wrk returns: samples after it are the drain
+    stop = False
+
+    def sample_lag() -> None:
+        while not stop:
+            try:
+                metrics = scrape(worker_url)
+                samples.append({"t": round(time.monotonic() - started, 2), "lag": lag(metrics),
+                                "written": raw_rows(metrics), "rss_mb": rss_mb(list(pids.values())),
+                                "oldest_pending_s": metrics.get("vidpulse_worker_oldest_pending_batch_age_seconds", 0)})
+            except (httpx.HTTPError, psutil.Error):
+                pass
+            time.sleep(1 if not load_ended else 0.25)
+
+    import threading
+    sampler = threading.Thread(target=sample_lag, daemon=True)
+    print(f"  {label}: 20 events/request for {args.up_seconds:g} s ...", file=sys.stderr)
+    cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    started = time.monotonic()
+    sampler.start()
+    run = run_wrk(tracker_url, 20, args.up_seconds, args.connections, f"{label}20", pid=list(pids.values()))
+    load_ended.append(time.monotonic() - started)
+    after = settled_counts(tracker_url)
+    run.update(label=f"{label} x20", server_batches=after[0] - before[0], server_events=after[1] - before[1])
+    _, accepted = after
+    done = wait_until_written(worker_url, accepted, args.catch_up_timeout, [], started)
+    stop = True
+    sampler.join()
+    # from the end of the load to the first sample (every 0.25 s after the load) with every event written
+    written_at = next((sample["t"] for sample in samples if sample["written"] >= accepted), None)
+    run["drain_s"] = max(0.0, (written_at if written_at is not None else done - started) - load_ended[0]) \
+        if done else None
+    run["lag"] = [sample for sample in samples if sample["t"] <= load_ended[0]]
+    run["drain"] = [sample for sample in samples if sample["t"] > load_ended[0]]
+    result["rss_max_mb"] = max((sample["rss_mb"] for sample in samples), default=None)
+    # until written: the settle wait (3 s of idle timers) may be in it too, a little in the processes' disfavour
+    cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
+    result["cpu_s_until_written"] = cpu
+    result["cpu_ms_per_request_until_written"] = 1000 * sum(cpu.values()) / max(1, after[0] - before[0])
+    result["run"] = run
+    result["expected"] = {"video_view": after[0], "video_seconds_viewed": float(after[0] * 18)}
+    result["totals"] = totals(api, args.since_ms)
+    result["log_warnings"] = [line for path in logs for line in log_warnings(path)][:5]
     return result
 
 
@@ -588,14 +673,23 @@ def report(results: dict[str, Any]) -> str:
         else:
             lines.append(f"worker catching up: did not finish within the timeout ({worker['samples'][-1:]})")
         lines.append(f"  API totals {worker.get('totals')} / expected {results['expected']}")
-    up = results.get("up")
-    if up:
+    for part in ("up", "split"):
+        up = results.get(part)
+        if not up:
+            continue
         run = up["run"]
         lines.append(fmt_run(run, base))
         lags = [sample["lag"] for sample in run["lag"]]
         lines.append(f"  worker lag during the run: max {max(lags, default=0):.0f} messages, last {lags[-1] if lags else 0:.0f};"
                      f" drained {run['drain_s']:.1f} s after the load stopped" if run["drain_s"] is not None
                      else "  the worker did not drain within the timeout")
+        steps = ", ".join(f"{name[:-2]} {seconds:.1f} s" for name, seconds in up["startup"].items() if name != "ready_s")
+        lines.append(f"  ready after {up['startup']['ready_s']:.1f} s" + (f" ({steps})" if steps else "")
+                     + f"; resident memory {up['rss_idle_mb']:.0f} MiB after start, up to "
+                     f"{up['rss_max_mb'] or 0:.0f} MiB under load (all processes)")
+        shares = ", ".join(f"{role} {seconds:.1f} s" for role, seconds in up["cpu_s_until_written"].items())
+        lines.append(f"  cpu from the load's start until every event is written: "
+                     f"{up['cpu_ms_per_request_until_written']:.2f} ms/request ({shares})")
         lines.append(f"  API totals {up['totals']} / expected {up['expected']}")
     memory = results.get("memory")
     if memory:
@@ -620,11 +714,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15, help="each measured wrk run (default 15)")
     parser.add_argument("--warmup", type=float, default=3, help="an unreported wrk run before each target (default 3)")
-    parser.add_argument("--up-seconds", type=float, default=30, help="the vidpulse up run (default 30)")
+    parser.add_argument("--up-seconds", type=float, default=30, help="the vidpulse up and split runs (default 30)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--sizes", default="20,1,200", help="events per request of the tracker runs (default 20,1,200)")
     parser.add_argument("--parts", default="http,tracker,consume,worker,up,memory",
-                        help="which parts to run (default all: http,tracker,consume,worker,up,memory)")
+                        help="which parts to run (default: http,tracker,consume,worker,up,memory; also split; "
+                             "up and split run in the order given)")
     parser.add_argument("--catch-up-timeout", type=float, default=600, help="give the worker this long (default 600)")
     parser.add_argument("--memory-sessions", type=int, default=20_000, help="sessions for the memory part (default 20000)")
     parser.add_argument("--profile", action="store_true", help="py-spy the tracker (20 events/request) and the worker")
@@ -717,14 +812,14 @@ def main(argv: list[str] | None = None) -> int:
                 problems.append("the worker did not write every accepted event within the timeout")
             if worker.get("totals") != results["expected"]:
                 problems.append(f"worker: API totals {worker.get('totals')} != expected {results['expected']}")
-        if "up" in parts:
-            print("vidpulse up ...", file=sys.stderr)
-            (workdir / "up").mkdir()
-            up = all_in_one(bootstrap, f"{run_id}up", workdir / "up", args)
-            results["up"] = up
-            problems += check_run_counts(up["run"])
-            if up["totals"] != up["expected"]:
-                problems.append(f"up: API totals {up['totals']} != expected {up['expected']}")
+        for part in [part for part in args.parts.split(",") if part in ("up", "split")]:  # in the order given
+            print("vidpulse up ..." if part == "up" else "split: ClickHouse server, vidpulse tracker, worker and api ...",
+                  file=sys.stderr)
+            (workdir / part).mkdir()
+            results[part] = (all_in_one if part == "up" else split)(bootstrap, f"{run_id}{part}", workdir / part, args)
+            problems += check_run_counts(results[part]["run"])
+            if results[part]["totals"] != results[part]["expected"]:
+                problems.append(f"{part}: API totals {results[part]['totals']} != expected {results[part]['expected']}")
         if "memory" in parts:
             print("sessionizer memory ...", file=sys.stderr)
             results["memory"] = session_memory(args.memory_sessions)
