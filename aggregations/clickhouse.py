@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.compression import get_compressor
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from clickhouse_connect.driver.insert import InsertContext
 from clickhouse_connect.driver.transform import NativeTransform
@@ -55,6 +56,7 @@ class NativeBlock:
     types: tuple[str, ...]
     data: bytes
     rows: int
+    compression: str | None = None  # the client's, as its own insert would send: lz4 over HTTP, none in process
 
 
 class ClickHouse:
@@ -89,8 +91,11 @@ class ClickHouse:
         """``columns`` (one sequence of values per name) as a Native block of ``table``'s column types.
         DateTime64 columns take integer ticks as well as datetimes."""
         types = self._column_types(table, tuple(names))
-        return NativeBlock(tuple(names), tuple(t.name for t in types), _native(names, types, columns),
-                           len(columns[0]) if columns else 0)
+        compression = self._client.write_compression
+        compressor = get_compressor(compression)
+        data = bytes(compressor.compress_block(_native(names, types, columns))) + bytes(compressor.flush() or b"")
+        return NativeBlock(tuple(names), tuple(t.name for t in types), data, len(columns[0]) if columns else 0,
+                           compression)
 
     def insert_block(self, table: str, block: NativeBlock, dedup_token: str | None = None) -> None:
         """One block per call; with a token, ClickHouse drops a block it already holds (and so do its views)."""
@@ -105,7 +110,8 @@ class ClickHouse:
             settings["insert_deduplication_token"] = dedup_token
         try:
             with self._lock, _mapped():
-                self._client.raw_insert(table, list(block.names), block.data, settings=settings, fmt="Native")
+                self._client.raw_insert(table, list(block.names), block.data, settings=settings, fmt="Native",
+                                        compression=block.compression)
         except ClickHouseError:
             self._types.pop((table, block.names), None)  # a changed table is read again on the retry
             raise
