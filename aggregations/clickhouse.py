@@ -11,12 +11,17 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
+from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.compression import get_compressor
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+from clickhouse_connect.driver.insert import InsertContext
+from clickhouse_connect.driver.transform import NativeTransform
 
 # Server-side limits: a query answering an HTTP request should fail within the
 # request's patience (30 s) rather than hold a worker thread indefinitely.
@@ -42,12 +47,29 @@ class ClickHouseError(Exception):
         return self.code in LIMIT_CODES
 
 
+@dataclass(frozen=True, slots=True)
+class NativeBlock:
+    """Rows serialized once in ClickHouse's Native format, so the same bytes can go to several tables
+    with the same column types (the worker writes each raw block to events_raw and to events_stream)."""
+
+    names: tuple[str, ...]
+    types: tuple[str, ...]
+    data: bytes
+    rows: int
+    compression: str | None = None  # the client's, as its own insert would send: lz4 over HTTP, none in process
+
+
 class ClickHouse:
-    """A client plus a lock: clickhouse-connect clients are not safe to share between threads."""
+    """A client plus a lock: clickhouse-connect clients are not safe to share between threads.
+
+    Inserts go as Native bytes serialized here from column-oriented values, with each table's
+    column types read once (clickhouse-connect's ``insert`` asks ``DESCRIBE TABLE`` on every call and
+    pivots the rows in Python)."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._lock = threading.Lock()
+        self._types: dict[tuple[str, tuple[str, ...]], tuple[ClickHouseType, ...]] = {}
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         with self._lock, _mapped():
@@ -63,11 +85,46 @@ class ClickHouse:
         """One block per call; with a token, ClickHouse drops a block it already holds (and so do its views)."""
         if not rows:
             return
+        self.insert_block(table, self.encode(table, columns, list(zip(*rows, strict=True))), dedup_token)
+
+    def encode(self, table: str, names: Sequence[str], columns: Sequence[Sequence[Any]]) -> NativeBlock:
+        """``columns`` (one sequence of values per name) as a Native block of ``table``'s column types.
+        DateTime64 columns take integer ticks as well as datetimes."""
+        types = self._column_types(table, tuple(names))
+        compression = self._client.write_compression
+        compressor = get_compressor(compression)
+        data = bytes(compressor.compress_block(_native(names, types, columns))) + bytes(compressor.flush() or b"")
+        return NativeBlock(tuple(names), tuple(t.name for t in types), data, len(columns[0]) if columns else 0,
+                           compression)
+
+    def insert_block(self, table: str, block: NativeBlock, dedup_token: str | None = None) -> None:
+        """One block per call; with a token, ClickHouse drops a block it already holds (and so do its views)."""
+        if not block.rows:
+            return
+        types = tuple(t.name for t in self._column_types(table, block.names))
+        if types != block.types:
+            # values such as DateTime64 ticks mean something only for the types they were serialized for
+            raise ValueError(f"a block serialized for columns {block.types} cannot go to {table}'s {types}")
         settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
-        with self._lock, _mapped():
-            self._client.insert(table, list(rows), column_names=list(columns), settings=settings)
+        try:
+            with self._lock, _mapped():
+                self._client.raw_insert(table, list(block.names), block.data, settings=settings, fmt="Native",
+                                        compression=block.compression)
+        except ClickHouseError:
+            self._types.pop((table, block.names), None)  # a changed table is read again on the retry
+            raise
+
+    def _column_types(self, table: str, names: tuple[str, ...]) -> tuple[ClickHouseType, ...]:
+        """The table's types of these columns, asked once (clickhouse-connect's own DESCRIBE TABLE)."""
+        key = (table, names)
+        types = self._types.get(key)
+        if types is None:
+            with self._lock, _mapped():
+                types = tuple(self._client.create_insert_context(table, list(names)).column_types)
+            self._types[key] = types
+        return types
 
     async def aquery(self, sql: str, parameters: dict[str, Any] | None = None,
                      settings: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -76,6 +133,9 @@ class ClickHouse:
     async def ainsert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
                       dedup_token: str | None = None) -> None:
         await asyncio.to_thread(self.insert, table, rows, columns, dedup_token)
+
+    async def ainsert_block(self, table: str, block: NativeBlock, dedup_token: str | None = None) -> None:
+        await asyncio.to_thread(self.insert_block, table, block, dedup_token)
 
     async def ping(self) -> bool:
         try:
@@ -102,6 +162,18 @@ def _mapped() -> Iterator[None]:
         if type(exc).__module__.startswith(("clickhouse_connect", "chdb", "urllib3")):
             raise ClickHouseError(_first_line(exc), getattr(exc, "code", None)) from exc
         raise
+
+
+def _native(names: Sequence[str], types: Sequence[ClickHouseType], columns: Sequence[Sequence[Any]]) -> bytes:
+    """The Native-format body clickhouse-connect's own insert would send, without its INSERT statement line."""
+    if not columns or not columns[0]:
+        return b""
+    context = InsertContext("t", list(names), list(types), data=columns, column_oriented=True,
+                            block_size=len(columns[0]))
+    body = b"".join(NativeTransform.build_insert(context))
+    if context.insert_exception is not None:
+        raise context.insert_exception
+    return body[body.index(b"\n") + 1:]
 
 
 def _first_line(exc: BaseException) -> str:

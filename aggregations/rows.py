@@ -43,17 +43,16 @@ def raw_row(batch: EnrichedBatch, event: EnrichedEvent, partition: int, offset: 
 
 def raw_rows(batch: EnrichedBatch, events: list[EnrichedEvent], partition: int, offset: int,
              folded: dict[str, str] | None = None) -> list[tuple[Any, ...]]:
-    """``raw_row`` of each event: what the batch's events share (who, dimensions, receipt) is built once."""
+    """``raw_row`` of each event: what the batch's events share (who, dimensions, receipt) is built once.
+    ``event_time`` and ``received_at`` are integer milliseconds, the ticks of their ``DateTime64(3)``
+    columns: no ``datetime`` object per event to build here and to take apart again when serialized."""
     head = (batch.account, batch.session, batch.session_key, batch.fingerprint)
-    middle = (utc(batch.received_at_ms), *dimension_values(batch), batch.user, batch.duration_s, batch.is_bot)
+    middle = (batch.received_at_ms, *dimension_values(batch), batch.user, batch.duration_s, batch.is_bot)
     folded = folded or {}
-    return [(*head, event.id, event.type, _EPOCH + dt.timedelta(milliseconds=event.event_time_ms), event.ts, *middle,
+    return [(*head, event.id, event.type, event.event_time_ms, event.ts, *middle,
              event.watched_ms, event.position, event.percentiles, event.startup_ms, event.percent, event.duration_ms,
              event.server_side, event.code, event.message, event.fatal if event.type == "error" else False, partition,
              offset, folded) for event in events]
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable
@@ -82,8 +83,11 @@ class ClickHouseWriter:
         """Raw events, then the same block to events_stream, whose views sum the metrics (each target
         drops a block it already holds by the batch's token), then session-minutes (idempotent)."""
         token = batch.token if batch else None
-        await self._timed("events_raw", self._db.ainsert("events_raw", rows.raw, RAW_COLUMNS, token), len(rows.raw))
-        await self._timed("events_stream", self._db.ainsert("events_stream", rows.raw, RAW_COLUMNS, token), len(rows.raw))
+        if rows.raw:
+            # serialized once: events_stream takes the same columns, and so the same bytes
+            block = await asyncio.to_thread(self._db.encode, "events_raw", RAW_COLUMNS, list(zip(*rows.raw, strict=True)))
+            await self._timed("events_raw", self._db.ainsert_block("events_raw", block, token), block.rows)
+            await self._timed("events_stream", self._db.ainsert_block("events_stream", block, token), block.rows)
         await self._timed("session_minutes", self._db.ainsert(
             "session_minutes", rows.session_minutes, SESSION_MINUTE_COLUMNS), len(rows.session_minutes))
 

@@ -3,15 +3,21 @@ writes and reads, that keeps its data across a restart, and that refuses a wrong
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from aggregations.accounts import create_account, find_account
 from aggregations.clickhouse import ClickHouseError, connect
+from aggregations.metrics import WorkerMetrics
+from aggregations.rows import RAW_COLUMNS, BatchRange, SinkRows
 from aggregations.schema import load_migrations, migrate
+from aggregations.writer import ClickHouseWriter
 from tests.clickhouse_server import ClickHouseServer
+from tests.unit.test_native_insert import rows as native_rows
 from tests.vidpulse_process import VidpulseProcess
 
 pytestmark = pytest.mark.clickhouse
@@ -105,3 +111,19 @@ def test_the_api_answers_503_without_internals_while_the_server_is_down_and_reco
         assert httpx.get(path, params=QUESTION, auth=api.auth, timeout=30).status_code == 200
     finally:
         api.stop()
+
+
+def test_a_raw_block_goes_compressed_to_both_tables_over_http_once_per_token(server):
+    """The writer's Native block, serialized and compressed once (lz4, as clickhouse-connect's own insert
+    would send it), reaches events_raw and the views behind events_stream; the same batch again counts once."""
+    server.start()
+    migrate(server.url(), DATABASE)
+    db = connect(server.url(), DATABASE)
+    block = db.encode("events_raw", RAW_COLUMNS, list(zip(*native_rows(), strict=True)))
+    assert block.compression == "lz4"
+    writer = ClickHouseWriter(db, WorkerMetrics(CollectorRegistry()))
+    for _ in range(2):
+        asyncio.run(writer.write(SinkRows(raw=native_rows()), BatchRange("g", "t", 0, 101, 104)))
+    assert db.query("SELECT count(), countDistinct(toUnixTimestamp64Milli(event_time)) FROM events_raw") == [(20, 5)]
+    assert db.query("SELECT sum(video_view) FROM minute_metrics") == [(4,)]
+    db.close()

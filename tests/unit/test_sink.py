@@ -36,8 +36,7 @@ class RecordingWriter:
     async def recent_sessions(self, partitions, since_ms, oldest_event_ms):
         found: dict = {}
         for row in self.raw_rows():
-            when = int(row[6].timestamp() * 1000)
-            received = int(row[8].timestamp() * 1000)
+            when, received = row[6], row[8]  # milliseconds: DateTime64(3) ticks
             if row[-3] in partitions and when >= oldest_event_ms and since_ms <= max(when, received) and not row[23]:
                 entry = found.setdefault(row[2], [row[0], row[2], row[3], tuple(row[9:21]), [], row[-3]])
                 entry[4].append((row[4], row[5], when, row[-2]))
@@ -65,7 +64,7 @@ class RecordingWriter:
         for row in self.raw_rows():
             key, event_id, kind, part, offset = row[2], row[4], row[5], row[-3], row[-2]
             if key in wanted and not (part == partition and offset >= before_offset):
-                history.setdefault(key, []).append((event_id, kind, int(row[6].timestamp() * 1000)))
+                history.setdefault(key, []).append((event_id, kind, row[6]))
         return history
 
     async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
