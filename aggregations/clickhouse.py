@@ -93,12 +93,18 @@ class ClickHouse:
         types = self._column_types(table, tuple(names))
         compression = self._client.write_compression
         compressor = get_compressor(compression)
-        data = bytes(compressor.compress_block(_native(names, types, columns))) + bytes(compressor.flush() or b"")
+        body = _native(names, types, columns, self._client.server_tz)
+        data = bytes(compressor.compress_block(body)) + bytes(compressor.flush() or b"")
         return NativeBlock(tuple(names), tuple(t.name for t in types), data, len(columns[0]) if columns else 0,
                            compression)
 
+    def fits(self, table: str, block: NativeBlock) -> bool:
+        """Whether ``table`` has the very column types ``block`` was serialized for, so its bytes can go there."""
+        return tuple(t.name for t in self._column_types(table, block.names)) == block.types
+
     def insert_block(self, table: str, block: NativeBlock, dedup_token: str | None = None) -> None:
-        """One block per call; with a token, ClickHouse drops a block it already holds (and so do its views)."""
+        """Bytes serialized once by ``encode``, sent as they are: the worker sends one raw block to two tables.
+        With a token, ClickHouse drops a block it already holds (and so do its views)."""
         if not block.rows:
             return
         types = tuple(t.name for t in self._column_types(table, block.names))
@@ -135,6 +141,7 @@ class ClickHouse:
         await asyncio.to_thread(self.insert, table, rows, columns, dedup_token)
 
     async def ainsert_block(self, table: str, block: NativeBlock, dedup_token: str | None = None) -> None:
+        """``insert_block`` off the event loop, as ``ainsert``."""
         await asyncio.to_thread(self.insert_block, table, block, dedup_token)
 
     async def ping(self) -> bool:
@@ -164,12 +171,14 @@ def _mapped() -> Iterator[None]:
         raise
 
 
-def _native(names: Sequence[str], types: Sequence[ClickHouseType], columns: Sequence[Sequence[Any]]) -> bytes:
-    """The Native-format body clickhouse-connect's own insert would send, without its INSERT statement line."""
+def _native(names: Sequence[str], types: Sequence[ClickHouseType], columns: Sequence[Sequence[Any]],
+            server_tz: Any) -> bytes:
+    """The Native-format body clickhouse-connect's own insert would send, without its INSERT statement line
+    (so the table name given here never reaches the server; ``insert_block`` names the table)."""
     if not columns or not columns[0]:
         return b""
-    context = InsertContext("t", list(names), list(types), data=columns, column_oriented=True,
-                            block_size=len(columns[0]))
+    context = InsertContext("unused", list(names), list(types), data=columns, column_oriented=True,
+                            block_size=len(columns[0]), server_tz=server_tz)
     body = b"".join(NativeTransform.build_insert(context))
     if context.insert_exception is not None:
         raise context.insert_exception

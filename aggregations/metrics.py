@@ -35,10 +35,10 @@ class WorkerMetrics:
         self.dimension_cap = Gauge("vidpulse_worker_dimension_cap_per_day",
                                    "Distinct values admitted per account, dimension and UTC day.", registry=registry)
         self.partition_stalls = Counter("vidpulse_worker_partition_stalls_total",
-                                        "Assigned partitions found with messages waiting and no progress for a minute.",
+                                        "Assigned partitions found with messages waiting and no progress for 90 s.",
                                         registry=registry)
         self.stalled_partitions = Gauge("vidpulse_worker_stalled_partitions",
-                                        "Assigned partitions stalled now (messages waiting, no progress for a minute).",
+                                        "Assigned partitions stalled now (messages waiting, no progress for 90 s).",
                                         registry=registry)
         self.sessions_evicted = Counter("vidpulse_worker_sessions_evicted_total",
                                         "Open sessions dropped from the cache at its size limit.", registry=registry)

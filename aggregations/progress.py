@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# A partition with messages waiting and no progress for this long is stalled. Long enough that a busy worker
-# catching up other partitions, or a rebalance in progress, does not count (both move within seconds here).
-STALL_AFTER_S = 60.0
+# A partition with messages waiting and no progress for this long is stalled. Longer than an insert may take
+# (INSERT_TIMEOUT_S, 60 s), so that a slow write does not count either, even where it was not seen as slow.
+STALL_AFTER_S = 90.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class Position:
 
     @property
     def lag(self) -> int:
+        """Messages waiting; never negative (a highwater read before the position can trail it)."""
         return max(0, self.highwater - self.next_offset)
 
 
@@ -61,5 +62,10 @@ class PartitionProgress:
                 newly.append(partition)
         return sorted(newly)
 
+    def restart(self) -> None:
+        """Forgets every partition's history: after a rebalance, waiting is the rebalance's, not a stall."""
+        self._tracks.clear()
+
     def stalled(self) -> list[int]:
+        """The partitions stalled now (reported, and not moved or revoked since): the gauge's value."""
         return sorted(partition for partition, track in self._tracks.items() if track.stalled)

@@ -35,6 +35,7 @@ from ingest.models import EnrichedBatch
 
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = (0.1, 0.5, 1, 2, 5)
+SLOW_CALL_S = 5.0  # a database call running longer than this holds the partitions back, as a failing one does
 # How far back a newly assigned partition's sessions are reloaded: covers a restart or a
 # rebalance that took up to about ten minutes beyond the session timeout.
 RELOAD_WINDOW_MS = 15 * 60_000
@@ -89,6 +90,7 @@ class EventSink:
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._lock = asyncio.Lock()
         self._failing_calls = 0  # database calls being retried right now
+        self._calls: dict[float, int] = {}  # database calls in flight, by start (monotonic)
         metrics.dimension_cap.set(config.dimension_cap_per_day)
         self._caps = DimensionCaps(config.dimension_cap_per_day, self._load_dimension_values,
                                    lambda dimension: metrics.dimension_folds.labels(dimension).inc())
@@ -99,8 +101,9 @@ class EventSink:
 
     @property
     def waiting_on_database(self) -> bool:
-        """A write or read failed and is being retried: every partition waits behind it."""
-        return self._failing_calls > 0
+        """A database call failed and is being retried, or has been running for more than SLOW_CALL_S (an
+        insert may take up to its timeout): every partition waits behind it, whoever's the fault."""
+        return self._failing_calls > 0 or (bool(self._calls) and time.monotonic() - min(self._calls) > SLOW_CALL_S)
 
     def oldest_pending_age_s(self) -> float:
         now = time.monotonic()
@@ -347,7 +350,8 @@ class EventSink:
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Retries database failures forever: giving up would mean acknowledging events never written.
         Anything else is a bug and propagates, stopping the agent loudly rather than looping quietly."""
-        attempt = 0
+        attempt, started = 0, time.monotonic()
+        self._calls[started] = self._calls.get(started, 0) + 1
         try:
             while True:
                 try:
@@ -362,3 +366,6 @@ class EventSink:
         finally:
             if attempt:
                 self._failing_calls -= 1
+            self._calls[started] -= 1
+            if not self._calls[started]:
+                del self._calls[started]

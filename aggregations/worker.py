@@ -108,11 +108,14 @@ class Worker:
 
     def _positions(self) -> dict[int, Position]:
         """Every assigned partition of the events topic: the sink's next offset where it has read one since
-        the assignment, else where the consumer resumes it (last sampled by ``_watch_progress``)."""
+        the assignment, else where the consumer resumes it (last sampled by ``_sample_offsets``)."""
         read = self.sink.positions()
         found = {}
         for tp in self._assigned():
-            fetched = self.app.consumer.highwater(tp)
+            try:  # aiokafka runs in Faust's thread: a rebalance between two reads makes this one raise
+                fetched = self.app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - revoked meanwhile: not ours to report
+                continue
             highwater = max(fetched if fetched is not None else -1, self._end_offsets.get(tp.partition, -1))
             next_offset = read.get(tp.partition, self._unread.get(tp.partition))
             if highwater >= 0 and next_offset is not None:
@@ -127,25 +130,38 @@ class Worker:
         return [tp for tp in assignment if tp.topic == self.topic.get_topic_name()]
 
     async def _watch_progress(self) -> None:
-        """Samples where each partition ends and where unread ones resume, then reports any that stopped moving."""
-        assigned, read = self._assigned(), self.sink.positions()
-        self._unread = {tp.partition: offset for tp in assigned if tp.partition not in read
-                        and (offset := await self._resume_offset(tp)) is not None}
+        """Reports partitions that stopped moving. Never raises: Faust's timer would die with it."""
         try:
-            ends = await asyncio.wait_for(self.app.consumer.highwaters(*assigned), 5) if assigned else {}
-        except Exception as exc:  # noqa: BLE001 - broker away: the fetches' highwaters still count
-            log.debug("could not read the end offsets: %r", exc)
-            ends = {}
+            await self._sample_offsets()
+            positions = self._positions()
+            for partition in self._progress.observe(time.monotonic(), positions, self.sink.waiting_on_database):
+                self._report_stall(partition, positions[partition])
+            self._metrics.stalled_partitions.set(len(self._progress.stalled()))
+        except Exception:  # noqa: BLE001 - an observer must not take the worker down
+            log.exception("watching the partitions' progress failed; trying again in %.0f s", PROGRESS_EVERY_S)
+
+    async def _sample_offsets(self) -> None:
+        """Where each assigned partition ends (asked of the broker: a partition never fetched has no highwater)
+        and where each unread one resumes; one deadline for all, so a broker outage cannot pile calls up."""
+        assigned, read = self._assigned(), self.sink.positions()
+        unread = [tp for tp in assigned if tp.partition not in read]
+        try:
+            ends, *resumes = await asyncio.wait_for(asyncio.gather(
+                self.app.consumer.highwaters(*assigned) if assigned else _nothing(),
+                *(self._resume_offset(tp) for tp in unread)), PROGRESS_EVERY_S - 1)
+        except Exception as exc:  # noqa: BLE001 - broker away: the fetches' own highwaters still count
+            log.debug("could not sample the partitions' offsets: %r", exc)
+            return
         self._end_offsets = {tp.partition: offset for tp, offset in ends.items()}
-        positions = self._positions()
-        for partition in self._progress.observe(time.monotonic(), positions, self.sink.waiting_on_database):
-            self._metrics.partition_stalls.inc()
-            log.warning("partition %d of %s is assigned to this worker, has %d messages waiting and has not moved for "
-                        "%.0f s (next offset %d): its events are counted late until it moves (restarting this worker "
-                        "moves it). Consumer state: %s", partition, self.topic.get_topic_name(), positions[partition].lag,
-                        self._progress.stall_after_s, positions[partition].next_offset,
-                        self._consumer_state(self.topic_partition(partition)))
-        self._metrics.stalled_partitions.set(len(self._progress.stalled()))
+        self._unread = {tp.partition: offset for tp, offset in zip(unread, resumes, strict=True) if offset is not None}
+
+    def _report_stall(self, partition: int, position: Position) -> None:
+        self._metrics.partition_stalls.inc()
+        log.warning("partition %d of %s is assigned to this worker, has %d messages waiting and has not moved for "
+                    "%.0f s (next offset %d): its events are counted late until it moves (restarting this worker "
+                    "moves it). Consumer state: %s", partition, self.topic.get_topic_name(), position.lag,
+                    self._progress.stall_after_s, position.next_offset,
+                    self._consumer_state(self.topic_partition(partition)))
 
     async def _resume_offset(self, tp: Any) -> int | None:
         """The committed offset (Faust's own record of it, private), else the fetcher's position."""
@@ -153,7 +169,7 @@ class Worker:
         if committed is not None:
             return int(committed)
         try:
-            return await asyncio.wait_for(self.app.consumer.position(tp), 2)
+            return await self.app.consumer.position(tp)
         except Exception:  # noqa: BLE001 - no position yet (being reset): no figure this round
             return None
 
@@ -177,6 +193,7 @@ class Worker:
         return faust.types.TP(self.topic.get_topic_name(), partition)
 
     async def _on_assigned(self, app: Any, assigned: Any, **_: Any) -> None:
+        self._progress.restart()  # a rebalance holds every partition back for a while: each starts afresh
         ours = {tp.partition for tp in assigned if tp.topic == self.topic.get_topic_name()}
         if ours:
             # in the background: a rebalance must not wait on ClickHouse
@@ -185,6 +202,10 @@ class Worker:
     async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
         ours = {tp.partition for tp in revoked if tp.topic == self.topic.get_topic_name()}
         await self.sink.forget(ours)
+
+
+async def _nothing() -> dict[Any, int]:
+    return {}
 
 
 def _decode(value: bytes) -> EnrichedBatch | None:

@@ -85,8 +85,12 @@ class ClickHouseWriter:
         token = batch.token if batch else None
         if rows.raw:
             # serialized once: events_stream takes the same columns, and so the same bytes
-            block = await asyncio.to_thread(self._db.encode, "events_raw", RAW_COLUMNS, list(zip(*rows.raw, strict=True)))
+            columns = list(zip(*rows.raw, strict=True))
+            block = await asyncio.to_thread(self._db.encode, "events_raw", RAW_COLUMNS, columns)
             await self._timed("events_raw", self._db.ainsert_block("events_raw", block, token), block.rows)
+            if not await asyncio.to_thread(self._db.fits, "events_stream", block):
+                # the two tables are kept alike (migration 0012), but a type changed on one must not stop the worker
+                block = await asyncio.to_thread(self._db.encode, "events_stream", RAW_COLUMNS, columns)
             await self._timed("events_stream", self._db.ainsert_block("events_stream", block, token), block.rows)
         await self._timed("session_minutes", self._db.ainsert(
             "session_minutes", rows.session_minutes, SESSION_MINUTE_COLUMNS), len(rows.session_minutes))

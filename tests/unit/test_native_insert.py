@@ -91,3 +91,16 @@ def test_the_raw_block_fits_both_tables(clickhouse: ClickHouse) -> None:
     with pytest.raises(ValueError, match="cannot go to wide"):
         clickhouse.insert_block("wide", narrow)
     assert clickhouse.query("SELECT count() FROM wide") == [(0,)]
+
+
+def test_the_writer_serializes_again_for_events_stream_when_a_type_differs(clickhouse: ClickHouse) -> None:
+    """A migration that changed a column's type on one table only must not stop the worker: the block is
+    serialized again for the other table, and both get the same rows."""
+    clickhouse.command("ALTER TABLE events_stream MODIFY COLUMN rebuffer_ms UInt64")
+    block = clickhouse.encode("events_raw", RAW_COLUMNS, list(zip(*rows(), strict=True)))
+    assert not clickhouse.fits("events_stream", block)
+    writer = ClickHouseWriter(clickhouse, WorkerMetrics(CollectorRegistry()))
+    asyncio.run(writer.write(SinkRows(raw=rows()), BatchRange("g", "t", 0, 101, 104)))
+    assert len(read(clickhouse, "events_raw")) == 20
+    views = clickhouse.query("SELECT account, sum(video_view) FROM minute_metrics GROUP BY account ORDER BY account")
+    assert views == [(f"acct{key}", 1) for key in range(1, 5)]

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
+from aggregations.clickhouse import ClickHouseError
 from aggregations.metrics import WorkerMetrics
 from aggregations.rows import BatchRange, SinkRows
 from aggregations.sink import EventSink, SinkConfig
@@ -430,3 +431,33 @@ def test_a_replay_after_reassignment_writes_the_replayed_events_again_not_as_dup
     assert writer.writes[2][1] == ["1"]  # offset 1 again, in full
     assert writer.writes[2][0] == writer.writes[1][0]  # the same block token
     assert writer.writes[3][1] == ["3"]  # session 1's event 2 (offset 0, before the replay) is a retry
+
+
+def test_the_sink_says_it_waits_on_the_database_while_a_call_fails_or_runs_long(monkeypatch):
+    """What the stall detector reads: a partition held back by the database is not a stalled consumer."""
+    monkeypatch.setattr("aggregations.sink.RETRY_BACKOFF_S", (0.05,))
+    monkeypatch.setattr("aggregations.sink.SLOW_CALL_S", 0.2)
+    harness = Harness(RecordingWriter(), max_events=1)
+    seen = []
+
+    async def observe_during(call):
+        task = asyncio.ensure_future(harness.sink._retrying(call))
+        await asyncio.sleep(0.1)
+        seen.append(harness.sink.waiting_on_database)
+        await asyncio.sleep(0.3)
+        seen.append(harness.sink.waiting_on_database)
+        await task
+        seen.append(harness.sink.waiting_on_database)
+
+    failures = iter([True, True, True, True, True, True, True, True, True, True, False])
+
+    async def failing():
+        if next(failures):
+            raise ClickHouseError("refused")
+
+    async def slow():
+        await asyncio.sleep(0.5)
+
+    run(observe_during(failing))
+    run(observe_during(slow))
+    assert seen == [True, True, False, False, True, False]  # failing at once; slow only past SLOW_CALL_S
