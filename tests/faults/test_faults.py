@@ -156,6 +156,10 @@ def settle(topology: Topology, load: Load, truth: dict[str, Any], since: float) 
         found = _safe_answer(api, load.account, truth)
     recovered = time.monotonic() - since
     figures = _figures(load, truth, found, want, recovered)
+    # partitions any live worker found held but not moving (aggregations/progress.py): counted since each
+    # worker's start; printed rather than asserted, since a stall loses nothing (it delays)
+    figures["stalled_partitions_seen"] = sum(topology.metric(worker, "vidpulse_worker_partition_stalls_total")
+                                             for worker in topology.workers if worker.proc and worker.proc.poll() is None)
     assert found == want, f"not exact after {SETTLE_S} s: {figures}\n" + "\n".join(_differences(found, want))
     time.sleep(3)  # and it stays exact, on every API: nothing arrives late, twice
     for other in topology.apis:
