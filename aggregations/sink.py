@@ -90,7 +90,7 @@ class EventSink:
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._lock = asyncio.Lock()
         self._failing_calls = 0  # database calls being retried right now
-        self._calls: dict[float, int] = {}  # database calls in flight, by start (monotonic)
+        self._calls: list[float] = []  # start (monotonic) of each database call in flight
         metrics.dimension_cap.set(config.dimension_cap_per_day)
         self._caps = DimensionCaps(config.dimension_cap_per_day, self._load_dimension_values,
                                    lambda dimension: metrics.dimension_folds.labels(dimension).inc())
@@ -351,7 +351,7 @@ class EventSink:
         """Retries database failures forever: giving up would mean acknowledging events never written.
         Anything else is a bug and propagates, stopping the agent loudly rather than looping quietly."""
         attempt, started = 0, time.monotonic()
-        self._calls[started] = self._calls.get(started, 0) + 1
+        self._calls.append(started)
         try:
             while True:
                 try:
@@ -366,6 +366,4 @@ class EventSink:
         finally:
             if attempt:
                 self._failing_calls -= 1
-            self._calls[started] -= 1
-            if not self._calls[started]:
-                del self._calls[started]
+            self._calls.remove(started)
