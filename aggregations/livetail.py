@@ -94,9 +94,12 @@ class LiveTail:
         return sorted(consumer.assignment())
 
     async def _seek_to_window(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """The end offsets are asked first: a message produced between the two questions then lies at or after
+        the end we seek to, where asking the other way round skipped it (a partition empty of the window when its
+        start was asked, and one message longer when its end was)."""
         since = self._clock_ms() - self.window.horizon_ms
-        starts = await consumer.offsets_for_times({tp: since for tp in partitions})
         ends = await consumer.end_offsets(partitions)
+        starts = await consumer.offsets_for_times({tp: since for tp in partitions})
         for tp in partitions:
             found = starts.get(tp)
             consumer.seek(tp, found.offset if found is not None else ends[tp])
