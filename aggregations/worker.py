@@ -100,8 +100,15 @@ class Worker:
         await self._stream.ack(event)
 
     def _caught_up(self, partition: int, next_offset: int) -> bool:
-        highwater = self.app.consumer.highwater(self.topic_partition(partition))
-        return highwater is None or next_offset >= highwater
+        """Whether the sink has read all the partition holds, by the newer of the fetches' highwater and the end
+        offset last asked of the broker (a fetcher cut off from a dead leader keeps an old highwater). Unknown
+        (revoked meanwhile) counts as behind: sessions then close by event time, late at worst, never early."""
+        try:  # aiokafka runs in Faust's thread: a rebalance between two reads makes this one raise
+            fetched = self.app.consumer.highwater(self.topic_partition(partition))
+        except Exception:  # noqa: BLE001 - revoked meanwhile
+            fetched = None
+        highwater = max(fetched if fetched is not None else -1, self._end_offsets.get(partition, -1))
+        return highwater >= 0 and next_offset >= highwater
 
     def _lag(self) -> dict[int, int]:
         return {partition: position.lag for partition, position in self._positions().items()}

@@ -85,3 +85,35 @@ def test_the_worker_reports_a_partition_held_and_never_fetched_with_the_consumer
     [line] = [record.getMessage() for record in caplog.records]
     assert "partition 1 of" in line and "40 messages waiting" in line and "next offset 7" in line
     assert "active_partitions=False, paused_partitions=True, buffered_partitions=False" in line
+
+
+class LeaderLostConsumer(HeldBackConsumer):
+    """Partition 0's fetcher last heard highwater 100 before its leader died; partition 2 was revoked meanwhile."""
+
+    def highwater(self, tp):
+        if tp.partition == 2:
+            raise AssertionError("Partition is not assigned")  # aiokafka's own check
+        return super().highwater(tp)
+
+    async def highwaters(self, *tps):
+        return {tp: 130 for tp in tps}  # the broker's end offsets: 30 more on partition 0 since
+
+
+def test_caught_up_takes_the_brokers_newer_end_and_counts_the_unknown_as_behind(tmp_path):
+    """Caught up means closing sessions by the wall clock: an old highwater (a dead leader) or a revoked
+    partition must never make a partition with messages waiting look caught up."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from aggregations.metrics import WorkerMetrics
+    from aggregations.worker import Worker
+    from ingest.settings import Settings
+
+    worker = Worker(Settings(data_dir=tmp_path), "127.0.0.1:1", None, WorkerMetrics(CollectorRegistry()))
+    worker.app.consumer = LeaderLostConsumer(worker.topic.get_topic_name())
+    assert worker._caught_up(0, 100)  # by the fetches' highwater, before the broker was asked
+    assert not worker._caught_up(1, 7)  # never fetched, end not asked yet: unknown
+    asyncio.run(worker._sample_offsets())
+    assert not worker._caught_up(0, 100) and worker._caught_up(0, 130)
+    assert not worker._caught_up(2, 500)  # revoked meanwhile: no exception, and not caught up
