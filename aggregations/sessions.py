@@ -14,14 +14,24 @@ distinct sessions per minute), which makes replays safe.
 A session that ends (stop or timeout) after a view and before any first frame
 is an exit before start, counted at its view's minute.
 
-Known limits: an event arriving after later events of its session (out of
-order) adds its own minute but no stretch; a session that resumes and starts
-after an exit was counted stays counted.
+Events may arrive out of order: a tracker that spooled a batch while Kafka
+was away appends it after later batches of the same session that another
+tracker sent straight through. Each session therefore keeps the times of its
+events, sorted, and an activity that arrives late gets its own stretch, up to
+the next event known after it (exact: the stretch before it can only have been
+written longer, and it ends where this one starts).
+
+Known limits: a late ``stop`` or ``impression`` cannot shorten a stretch
+already written before it (a written minute cannot be taken back), so such a
+session may count in the minutes between it and that stretch's end; a session
+that resumes and starts after an exit was counted stays counted.
 """
 
 from __future__ import annotations
 
+import bisect
 import sys
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -85,6 +95,8 @@ class SessionState:
     closed: bool = True
     view_ms: int | None = None  # the first view: where an exit before start is counted
     started: bool = False  # a first frame was seen
+    # every event's time, sorted (8 bytes each): where a late event's stretch ends
+    times: array = field(default_factory=lambda: array("q"))
 
     @classmethod
     def from_history(cls, events: list[tuple[str, str, int]]) -> SessionState:
@@ -93,7 +105,8 @@ class SessionState:
         The rebuilt state is open when the last event was activity: closing it
         again re-emits minutes already written, which changes nothing.
         """
-        state = cls(seen_ids=SeenIds(event_id for event_id, _, _ in events))
+        state = cls(seen_ids=SeenIds(event_id for event_id, _, _ in events),
+                    times=array("q", sorted(time_ms for _, _, time_ms in events)))
         for _, event_type, time_ms in events:
             _note_start(state, event_type, time_ms)
         if events:
@@ -123,6 +136,13 @@ def advance(state: SessionState, event_type: str, time_ms: int, timeout_ms: int)
             minutes |= minutes_between(state.last_time_ms, min(time_ms, state.last_time_ms + timeout_ms))
         state.last_time_ms, state.last_type = time_ms, event_type
         state.closed = event_type in ENDS_ACTIVITY
+        state.times.append(time_ms)
+    else:  # late: later events of the session came first
+        index = bisect.bisect_right(state.times, time_ms)
+        if event_type not in ENDS_ACTIVITY:
+            following = state.times[index] if index < len(state.times) else state.last_time_ms
+            minutes |= minutes_between(time_ms, min(following, time_ms + timeout_ms))
+        state.times.insert(index, time_ms)
     if event_type != NOT_ACTIVITY:
         minutes.add(minute_of(time_ms))
     return minutes

@@ -1,3 +1,6 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from aggregations.sessions import SessionState, advance, close, minutes_between
 
 M = 60_000
@@ -48,11 +51,54 @@ def test_close_waits_for_timeout_and_grace():
     assert close(state, 20 * M, T, 10_000) == set()
 
 
-def test_out_of_order_event_adds_only_its_instant():
+def test_a_late_activity_gets_its_stretch_up_to_the_next_event_known():
+    """The broker-kill run's session: a spooled batch (the heartbeats before a 2-minute pause) was appended
+    after the session's later batch. Before, the late heartbeats added only their instants, and minute 27's
+    concurrency (the stretch after 26:50) was lost for good."""
+    state = SessionState()
+    assert advance(state, "heartbeat", 29 * M + 58_000, T) == {29 * M}
+    assert advance(state, "rebuffer", 30 * M + 4_000, T) == {29 * M, 30 * M}
+    late = advance(state, "heartbeat", 26 * M + 50_000, T)
+    assert late == {26 * M, 27 * M}  # [26:50, 27:50): the timeout, not the next event known (29:58)
+    assert advance(state, "heartbeat", 29 * M + 30_000, T) == {29 * M}  # [29:30, 29:58)
+    assert state.last_time_ms == 30 * M + 4_000 and list(state.times) == sorted(state.times)
+
+
+def test_a_late_stop_or_impression_opens_no_stretch():
     state = SessionState()
     advance(state, "heartbeat", 20 * M, T)
-    assert advance(state, "heartbeat", 12 * M, T) == {12 * M}
-    assert state.last_time_ms == 20 * M
+    assert advance(state, "stop", 12 * M, T) == {12 * M}
+    assert advance(state, "impression", 11 * M, T) == set()
+    assert state.last_time_ms == 20 * M and not state.closed
+
+
+ACTIVITY = ("view", "first_frame", "heartbeat", "quartile", "rebuffer", "ad_start", "error")
+
+
+def in_time_order(events: list[tuple[str, int]]) -> set[int]:
+    state, minutes = SessionState(), set()
+    for kind, when in sorted(events, key=lambda event: event[1]):
+        minutes |= advance(state, kind, when, T)
+    return minutes | close(state, 10**12, T, 0)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(ACTIVITY), st.integers(0, 30 * M)), min_size=1, max_size=25, unique_by=lambda e: e[1]),
+       st.booleans(), st.data())
+def test_batches_in_any_order_give_the_minutes_of_time_order(events, ends_with_stop, data):
+    """Any arrival order of a session's batches of activity (and a last stop) counts the same minutes as time
+    order: what a failover that reorders batches across trackers must not change."""
+    events = sorted(events, key=lambda event: event[1])
+    if ends_with_stop:
+        events.append(("stop", events[-1][1] + data.draw(st.integers(1, 3 * M))))
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(events)), max_size=len(events))) | {len(events)})
+    batches = [events[start:end] for start, end in zip([0, *cuts[:-1]], cuts, strict=True)]
+    state, minutes = SessionState(), set()
+    for batch in data.draw(st.permutations(batches)):
+        for kind, when in batch:
+            minutes |= advance(state, kind, when, T)
+    minutes |= close(state, 10**12, T, 0)
+    assert minutes == in_time_order(events)
 
 
 def test_minutes_between_is_half_open():
