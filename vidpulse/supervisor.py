@@ -14,94 +14,36 @@ batches and commit), the ClickHouse server last.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
-import subprocess
+import socket
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from clickhouse_connect.driver.httputil import default_pool_manager
 
-from aggregations.clickhouse import connect
+from aggregations.clickhouse import ClickHouseError, connect
 from aggregations.schema import migrate
 from ingest.settings import Settings
+from vidpulse.child import BACKOFF_FIRST_S, Child
 from vidpulse.devaccount import provision_dev_account
 from vidpulse.localserver import LocalServer, pings
 
 log = logging.getLogger(__name__)
 SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)  # the children run this very code, whatever their cwd
-PR_SET_PDEATHSIG = 1
 READY_TIMEOUT_S = 120  # a cold start of the three (each imports vidpulse) took 4-7 s on a loaded 2-core machine
-STOP_TIMEOUT_S = 45  # the worker's last flush and commit, and uvicorn's 30 s drain of open connections, fit in it
 FAILURES_ALLOWED, FAILURE_WINDOW_S = 5, 60.0
-BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
+BACKOFF_MAX_S = 30.0
 STOP_ORDER = ("tracker", "api", "worker", "clickhouse")
-_write_lock = threading.Lock()
 
 
 class StartupFailed(Exception):
     """A part did not come up (or came down) before everything was ready: nothing to restart yet."""
-
-
-@dataclass
-class Child:
-    """One supervised process: how to start it, how to know it serves, and its recent history."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    ready: Callable[[], bool]
-    proc: subprocess.Popen[bytes] | None = None
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-    exits: deque[float] = field(default_factory=deque)
-    backoff_s: float = BACKOFF_FIRST_S
-    started_at: float = 0.0
-    restart_at: float | None = None
-    pump: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_die_with(os.getpid()))
-        self.started_at, self.restart_at = time.monotonic(), None
-        self.pump = threading.Thread(target=_pump, args=(self, self.proc), name=f"log-{self.name}", daemon=True)
-        self.pump.start()
-        log.info("started %s (pid %d)", self.name, self.proc.pid, extra={"part": self.name})
-
-    def exited(self) -> int | None:
-        """Its exit status, once it has exited unasked (None while it runs or waits for its restart)."""
-        if self.proc is None or self.restart_at is not None:
-            return None
-        return self.proc.poll()
-
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM, up to ``timeout_s`` for a clean exit, then SIGKILL."""
-        self.restart_at = None
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        began = time.monotonic()
-        log.info("stopping %s (pid %d)", self.name, self.proc.pid, extra={"part": self.name})
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0f s: SIGKILL", self.name, timeout_s, extra={"part": self.name})
-            self.proc.kill()
-            self.proc.wait()
-        if self.pump is not None:
-            self.pump.join(5)  # its last lines (why it stopped) before ours
-        log.info("stopped %s (exit %s) in %.1f s", self.name, self.proc.returncode, time.monotonic() - began,
-                 extra={"part": self.name})
 
 
 class Supervisor:
@@ -148,13 +90,16 @@ class Supervisor:
     def _prepare_database(self) -> None:
         """The migrations and the development account, once, before any part needs them."""
         url = self._clickhouse_url()
-        migrate(url, self.settings.clickhouse_database)
-        if self.settings.dev_account:
-            db = connect(url, self.settings.clickhouse_database)
-            try:
-                provision_dev_account(db, self.settings.dev_account, self.ports["api"])
-            finally:
-                db.close()
+        try:
+            migrate(url, self.settings.clickhouse_database)
+            if self.settings.dev_account:
+                db = connect(url, self.settings.clickhouse_database)
+                try:
+                    provision_dev_account(db, self.settings.dev_account, self.ports["api"])
+                finally:
+                    db.close()
+        except ClickHouseError as exc:
+            raise StartupFailed(f"preparing the database failed: {exc}") from exc
         # clickhouse-connect keeps idle connections in a shared pool; one still open when the server stops made
         # its engine's shutdown wait ~5 s and exit 1 (tried: 0.9 s and exit 0 without it)
         default_pool_manager().clear()
@@ -188,10 +133,10 @@ class Supervisor:
         while self.stop_signal is None and not child.ready():
             if child.exited() is not None:
                 raise StartupFailed(f"{child.name} exited with {child.exited()} while starting; its last lines:\n"
-                                    + "\n".join(child.tail))
+                                    + child.last_lines())
             if time.monotonic() > deadline:
                 raise StartupFailed(f"{child.name} not ready after {READY_TIMEOUT_S} s; its last lines:\n"
-                                    + "\n".join(child.tail))
+                                    + child.last_lines())
             time.sleep(0.2)
 
     def _announce(self, startup_s: float) -> None:
@@ -226,7 +171,7 @@ class Supervisor:
             child.exits.popleft()
         if len(child.exits) >= FAILURES_ALLOWED:
             print(f"vidpulse up: {child.name} exited {len(child.exits)} times within {FAILURE_WINDOW_S:.0f} s (last "
-                  f"status {status}): stopping everything. Its last lines:\n" + "\n".join(child.tail),
+                  f"status {status}): stopping everything. Its last lines:\n" + child.last_lines(),
                   file=sys.stderr, flush=True)
             return False
         if now - child.started_at > FAILURE_WINDOW_S:
@@ -241,7 +186,18 @@ class Supervisor:
         for name in STOP_ORDER:
             if name in self.children:
                 self.children[name].stop()
-        self.server.address_file.unlink(missing_ok=True)
+        self._forget_address()
+
+    def _forget_address(self) -> None:
+        """Once our server is down, the CLI must not look for it: but a server that another ``up`` runs on this
+        folder (ours then refused to start) stays findable."""
+        ours = self.children.get("clickhouse")
+        try:
+            pid = int((self.server.state_dir / "server.pid").read_text())
+        except (OSError, ValueError):
+            return
+        if ours is not None and ours.proc is not None and pid == ours.proc.pid:
+            self.server.address_file.unlink(missing_ok=True)
 
 
 def run(settings: Settings, bootstrap: str) -> int:
@@ -264,8 +220,6 @@ def _ports(settings: Settings) -> dict[str, int]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -282,27 +236,3 @@ def _answers_200(url: str) -> bool:
             return response.status == 200
     except (OSError, urllib.error.URLError):
         return False
-
-
-def _die_with(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGKILL when the supervisor dies, however it dies (Linux's
-    PR_SET_PDEATHSIG; it survives the child's exec). libc is loaded here, before the fork."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def set_death_signal() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the supervisor died before the signal was set
-            os._exit(1)
-    return set_death_signal
-
-
-def _pump(child: Child, proc: subprocess.Popen[bytes]) -> None:
-    """Copies a child's output to ours, each JSON log line tagged with the process, and keeps its tail."""
-    assert proc.stdout is not None
-    tag = f'{{"part":"{child.name}",'.encode()
-    for line in proc.stdout:
-        child.tail.append(line.decode(errors="replace").rstrip())
-        tagged = tag + line[1:] if line.startswith(b"{") else f"[{child.name}] ".encode() + line
-        with _write_lock:
-            sys.stdout.buffer.write(tagged)
-            sys.stdout.buffer.flush()

@@ -145,6 +145,17 @@ def test_a_killed_worker_is_restarted_and_the_counts_stay_exact(up):
     assert totals(up) == want
 
 
+def test_a_second_up_on_the_same_folder_refuses_and_leaves_the_first_alone(up):
+    second = {**up.env, "VIDPULSE_HTTP_PORT": str(free_port()), "VIDPULSE_UP_TRACKER_PORT": str(free_port()),
+              "VIDPULSE_UP_WORKER_PORT": str(free_port())}
+    done = subprocess.run([sys.executable, "-m", "vidpulse.cli", "up"], env=second, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "clickhouse exited with 1 while starting" in done.stderr and "a server already runs" in done.stderr
+    listed = up.cli("accounts", "list")  # the first one's server is still found
+    assert listed.returncode == 0 and ACCOUNT in listed.stdout, listed.stderr
+
+
 def test_sigterm_stops_every_part_in_order_and_exits_0(up):
     assert up.proc is not None
     children = list(up.children().values())

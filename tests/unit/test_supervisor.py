@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from ingest.settings import Settings
+from vidpulse.child import Child
 from vidpulse.localserver import LocalServer
-from vidpulse.supervisor import Child, Supervisor
+from vidpulse.supervisor import Supervisor
 
 
 def supervisor(**settings: object) -> Supervisor:
