@@ -78,9 +78,12 @@ class Child:
                  extra={"part": self.name})
 
 
-def _die_with(parent_pid: int) -> Callable[[], None]:
+def _die_with(parent_pid: int) -> Callable[[], None] | None:
     """A preexec_fn: the child gets SIGKILL when the supervisor dies, however it dies (Linux's
-    PR_SET_PDEATHSIG; it survives the child's exec). libc is loaded here, before the fork."""
+    PR_SET_PDEATHSIG; it survives the child's exec). libc is loaded here, before the fork. Elsewhere there
+    is none: a SIGKILLed supervisor leaves its children there (a SIGTERMed one still stops them)."""
+    if not sys.platform.startswith("linux"):
+        return None
     libc = ctypes.CDLL(None, use_errno=True)
 
     def set_death_signal() -> None:
