@@ -213,16 +213,23 @@ def run(settings: Settings, bootstrap: str) -> int:
 def _ports(settings: Settings) -> dict[str, int]:
     """The API keeps ``up``'s port (its pages, MCP and the public keys' origins stay); the tracker and the
     worker take the next two unless told; the ClickHouse server takes free ones unless told."""
-    api = settings.http_port or _free_port()
+    free = _free_ports(3)
+    api = settings.http_port or free[0]
     return {"api": api, "tracker": settings.up_tracker_port or api + 1, "worker": settings.up_worker_port or api + 2,
-            "clickhouse": settings.up_clickhouse_http_port or _free_port(),
-            "clickhouse_tcp": settings.up_clickhouse_tcp_port or _free_port()}
+            "clickhouse": settings.up_clickhouse_http_port or free[1],
+            "clickhouse_tcp": settings.up_clickhouse_tcp_port or free[2]}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports: each probe stays bound until all are chosen."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def _local(host: str) -> str:
