@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint browser-deps promtool-deps browser sdk unit integration install broker-start broker-stop clickhouse-start clickhouse-stop faults bench bench-queries bench-live bench-throughput simulate clean screenshots
 
+# vidpulse up: a ClickHouse server on ./data/clickhouse, then the API and dashboard on :8080, the tracker (beacons,
+# the SDK) on :8081 and the worker's metrics on :8082, each its own process; VIDPULSE_UP_PROCESSES=one runs
+# them all in one process on chdb, beacons and queries both on :8080.
 run: $(STAMP)
 	$(BIN)/vidpulse up
 
@@ -107,6 +110,6 @@ clean:
 	bash deploy/clickhouse/clickhouse.sh stop || true
 	rm -rf $(VENV) .cache data queries/dashboard/node_modules
 
-# Realistic traffic against a running `VIDPULSE_TRUSTED_PROXIES=127.0.0.1 make run`.
+# Realistic traffic against a running `VIDPULSE_TRUSTED_PROXIES=127.0.0.1 make run` (to its tracker, :8081).
 simulate: $(STAMP)
 	$(BIN)/vidpulse simulate --account demo --truth truth.json

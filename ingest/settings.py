@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     mcp_api_url: str = Field("http://127.0.0.1:8080", description="`vidpulse mcp`: the vidpulse API its tools ask")
     mcp_key: SecretStr = Field(SecretStr(""), description="`vidpulse mcp`: the API key its tools ask with")
     data_dir: Path = Path("./data")
+    up_processes: str = Field("split", description="`up` on a chdb:// URL: split (a ClickHouse server on the chdb "
+                              "folder, and tracker, worker and API as processes) or one (all in this process)")
+    up_tracker_port: int | None = Field(None, ge=1, le=65535, description="`up` split: the tracker's port; "
+                                        "default VIDPULSE_HTTP_PORT + 1")
+    up_worker_port: int | None = Field(None, ge=1, le=65535, description="`up` split: the worker's metrics port; "
+                                       "default VIDPULSE_HTTP_PORT + 2")
+    up_clickhouse_http_port: int = Field(0, ge=0, le=65535, description="`up` split: its ClickHouse server's HTTP "
+                                         "port; 0: a free one")
+    up_clickhouse_tcp_port: int = Field(0, ge=0, le=65535, description="`up` split: its native port; 0: a free one")
     worker_group: str = Field("", description="Faust app id and consumer group; default <topic prefix>worker")
 
     @field_validator("clickhouse_url")
@@ -72,6 +81,14 @@ class Settings(BaseSettings):
         if not url.startswith(("chdb://", "http://", "https://")):
             raise ValueError("VIDPULSE_CLICKHOUSE_URL must start with chdb://, http:// or https://")
         return url
+
+    @field_validator("up_processes")
+    @classmethod
+    def _known_form(cls, value: str) -> str:
+        if value not in ("split", "one"):
+            raise ValueError(f"VIDPULSE_UP_PROCESSES must be split (the default: tracker, worker and API as separate "
+                             f"processes on a ClickHouse server) or one (all in one process on chdb), not {value!r}")
+        return value
 
     @field_validator("allowed_origins")
     @classmethod
@@ -108,6 +125,14 @@ class Settings(BaseSettings):
         """ClickHouse settings applied to every query the API runs."""
         return {"max_execution_time": self.query_max_execution_s, "max_rows_to_read": self.query_max_rows_to_read,
                 "max_memory_usage": self.query_max_memory_bytes}
+
+    @property
+    def chdb_folder(self) -> Path | None:
+        """The folder of a ``chdb://`` URL (None for a server URL or an in-memory chdb)."""
+        if not self.clickhouse_url.startswith("chdb://"):
+            return None
+        path = self.clickhouse_url[len("chdb://"):].split("?", 1)[0]
+        return Path(path) if path else None
 
     @property
     def accounts_snapshot(self) -> Path:

@@ -48,6 +48,10 @@ class VidpulseProcess:
                     "VIDPULSE_DATA_DIR": str(workdir), "VIDPULSE_HTTP_PORT": str(self.port),
                     "VIDPULSE_TOPIC_PREFIX": f"test-{run_id}.", "VIDPULSE_TRUSTED_PROXIES": "127.0.0.1",
                     "VIDPULSE_RATE_LIMIT_IP": "100000/second",
+                    # `up` as one process, not its default split form (tests/integration/test_supervisor.py tests
+                    # that): it starts in half the time, and the tests provision their accounts into the chdb
+                    # folder before it starts, which the one process then opens as it is
+                    "VIDPULSE_UP_PROCESSES": "one",
                     **{f"VIDPULSE_{name.upper()}": value for name, value in settings.items()}}
         self.proc: subprocess.Popen[bytes] | None = None
         self.auth = AccountKeys({})

@@ -1,8 +1,11 @@
 """``vidpulse accounts ...`` and ``vidpulse keys ...``: tenants and their read keys, straight in the store.
 
 Against a ClickHouse server this works while everything runs (trackers and APIs
-see changes within VIDPULSE_ACCOUNTS_REFRESH_S). The embedded engine (chdb)
-allows one process per folder, so there it works while ``vidpulse up`` is stopped.
+see changes within VIDPULSE_ACCOUNTS_REFRESH_S). With a ``chdb://`` URL it works
+while ``vidpulse up`` runs in its split form too: the server ``up`` runs on that
+folder is found (vidpulse/localserver.py) and used. The embedded engine itself
+allows one process per folder, so with ``VIDPULSE_UP_PROCESSES=one`` it works
+while ``vidpulse up`` is stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from aggregations.clickhouse import ClickHouse, ClickHouseError, connect
 from aggregations.schema import migrate
 from ingest.settings import Settings
 from queries.catalog import METRICS
+from vidpulse.localserver import server_url_for
 
 
 def add_commands(commands: Any) -> None:
@@ -57,9 +61,10 @@ def add_commands(commands: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Exit status 0 done, 1 the store cannot be opened, 2 the request was refused (the reason on stderr)."""
+    url = server_url_for(settings.clickhouse_url, settings.chdb_folder)
     try:
-        migrate(settings.clickhouse_url, settings.clickhouse_database)
-        db = connect(settings.clickhouse_url, settings.clickhouse_database)
+        migrate(url, settings.clickhouse_database)
+        db = connect(url, settings.clickhouse_database)
     except ClickHouseError as exc:
         print(f"vidpulse: {exc}", file=sys.stderr)
         return 1

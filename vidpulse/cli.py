@@ -1,4 +1,5 @@
-"""``vidpulse``: run the whole pipeline in one process, or each part alone for scale-out."""
+"""``vidpulse``: run the whole pipeline (``up``: by default its parts as processes it supervises), or each part
+alone for scale-out."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from starlette.types import ASGIApp
 
 from aggregations.schema import migrate
 from ingest.settings import Settings
-from vidpulse import admin, logs
+from vidpulse import admin, logs, supervisor
 from vidpulse.broker import BrokerError, local_broker
+from vidpulse.localserver import server_url_for
 from vidpulse.process import Process
 
 T = TypeVar("T")
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
-        applied = migrate(settings.clickhouse_url, settings.clickhouse_database)
+        applied = migrate(server_url_for(settings.clickhouse_url, settings.chdb_folder), settings.clickhouse_database)
         print(f"applied migrations: {applied or 'none (up to date)'}")
         return 0
     if args.command in ("accounts", "keys"):
@@ -62,6 +64,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command != "up":
             raise BrokerError("VIDPULSE_KAFKA_BOOTSTRAP is required for a lone tracker or worker")
         bootstrap = local_broker()
+    if args.command == "up" and settings.chdb_folder is not None and settings.up_processes == "split":
+        return supervisor.run(settings, bootstrap)
     return run_loop(_serve(settings, roles, bootstrap, dev_account=args.command == "up"))
 
 
@@ -156,7 +160,8 @@ class _Server(uvicorn.Server):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidpulse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="tracker, worker and query API in one process (starts a local broker if none)")
+    commands.add_parser("up", help="tracker, worker and query API on a local ClickHouse server, each its own process "
+                                   "(VIDPULSE_UP_PROCESSES=one: all in one process on chdb); starts a local broker if none")
     commands.add_parser("tracker", help="POST /v1/track only")
     commands.add_parser("worker", help="the Faust worker (with /metrics)")
     commands.add_parser("api", help="the query API only")
@@ -164,10 +169,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("mcp", help="MCP server over stdio for assistants (VIDPULSE_MCP_KEY, VIDPULSE_MCP_API_URL)")
     admin.add_commands(commands)
     simulate = commands.add_parser("simulate", help="drive realistic player traffic and write the ground truth")
-    simulate.add_argument("--url", default="http://127.0.0.1:8080",
-                          help="the tracker's base URL, or several comma-separated (batches go to each in turn, a retry "
-                               "to the next); run it with VIDPULSE_TRUSTED_PROXIES=127.0.0.1 so it believes the "
-                               "simulated X-Forwarded-For addresses (countries)")
+    simulate.add_argument("--url", default="http://127.0.0.1:8081",
+                          help="the tracker's base URL (default: split `vidpulse up`'s tracker; the one-process "
+                               "form takes beacons on its one port, 8080), or several comma-separated (batches go to "
+                               "each in turn, a retry to the next); run it with VIDPULSE_TRUSTED_PROXIES=127.0.0.1 "
+                               "so it believes the simulated X-Forwarded-For addresses (countries)")
     simulate.add_argument("--account", default="1234")
     simulate.add_argument("--sessions", type=int, default=200)
     simulate.add_argument("--videos", type=int, default=5)

@@ -7,9 +7,11 @@
 # LISTEN); deploy/clickhouse/serve.py runs it. Production points VIDPULSE_CLICKHOUSE_URL at a real
 # ClickHouse server or cluster instead. Limits: deploy/README.md.
 #
-# Usage: deploy/clickhouse/clickhouse.sh start|stop|status|reset
+# Usage: deploy/clickhouse/clickhouse.sh start|run|stop|status|reset
 #   start   write the config, start in the background, wait until /ping answers,
 #           print "http://127.0.0.1:<http port>" on stdout (no-op if running)
+#   run     write the config and serve in the foreground: this process becomes the server (its pid stays),
+#           logging to stderr, so a supervisor that started it owns it (vidpulse up); refuses if one runs
 #   stop    SIGTERM (serve.py cancels its serving query: a clean engine shutdown), wait up to 30 s, then SIGKILL
 #   status  exit 0 iff our server is running and answers /ping
 #   reset   stop and delete the data dir
@@ -19,6 +21,8 @@
 #   VIDPULSE_CLICKHOUSE_USER           the user vidpulse connects as      (default vidpulse)
 #   VIDPULSE_CACHE_DIR                 cache root                         (default <repo>/.cache)
 #   VIDPULSE_CLICKHOUSE_DATA_DIR       config, engine data, log, pid      (default <cache>/clickhouse-data)
+#   VIDPULSE_CLICKHOUSE_ENGINE_DIR     the engine's data                  (default <data dir>/engine; vidpulse up
+#                                      gives its chdb folder, so both forms of up share one database)
 #   VIDPULSE_CLICKHOUSE_HTTP_PORT      HTTP interface                     (default 18123)
 #   VIDPULSE_CLICKHOUSE_TCP_PORT       native interface                   (default 19000)
 #   VIDPULSE_CLICKHOUSE_START_TIMEOUT  ready wait, seconds                (default 60)
@@ -36,7 +40,7 @@ CACHE_DIR="${VIDPULSE_CACHE_DIR:-$REPO_DIR/.cache}"
 DATA_DIR="${VIDPULSE_CLICKHOUSE_DATA_DIR:-$CACHE_DIR/clickhouse-data}"
 # One server per folder, however it is reached (a worktree's symlinked .cache names the same files).
 if [[ -d "$DATA_DIR" ]]; then DATA_DIR="$(cd -P "$DATA_DIR" && pwd)"; fi
-ENGINE_DIR="$DATA_DIR/engine"              # ClickHouse's own data (databases, parts, metadata)
+ENGINE_DIR="${VIDPULSE_CLICKHOUSE_ENGINE_DIR:-$DATA_DIR/engine}"  # ClickHouse's own data (databases, parts, metadata)
 CONFIG="$DATA_DIR/config.xml"
 USERS="$DATA_DIR/users.xml"
 SERVER_LOG="$DATA_DIR/server.log"
@@ -195,6 +199,25 @@ start() {
     exit 1
 }
 
+# The server in the foreground, for a supervisor that owns it (vidpulse up): it starts this script as its
+# child, and the exec keeps the pid, so whatever the supervisor set up for its child (a death signal, its
+# own session) holds for the server. Readiness is the caller's to wait for (/ping at server.address).
+run() {
+    check_engine
+    check_settings
+    take_lock
+    [[ -z "$(running_pid)" ]] || die "a server already runs on $DATA_DIR (pid $(running_pid))"
+    if port_open "$HOST" "$HTTP_PORT" || port_open "$HOST" "$TCP_PORT"; then
+        die "port $HTTP_PORT or $TCP_PORT on $HOST is already in use by another process"
+    fi
+    write_config
+    echo $$ >"$PID_FILE"
+    echo "http://$HOST:$HTTP_PORT" >"$ADDR_FILE"
+    cd /
+    exec 9>&-  # the lock is released as the server starts: status and stop work on it as on a started one
+    exec "$PYTHON" "$SERVE_PY" "$DATA_DIR" "$ENGINE_DIR" "$HTTP_PORT" "$CH_USER" </dev/null
+}
+
 wait_ready() {
     local deadline=$((SECONDS + START_TIMEOUT))
     while ((SECONDS < deadline)); do
@@ -234,8 +257,9 @@ reset() {
 
 case "${1:-}" in
     start) start ;;
+    run) run ;;
     stop) stop ;;
     status) is_ready ;;
     reset) reset ;;
-    *) echo "usage: $0 start|stop|status|reset" >&2; exit 2 ;;
+    *) echo "usage: $0 start|run|stop|status|reset" >&2; exit 2 ;;
 esac

@@ -655,6 +655,15 @@
     change.textContent = text;
   }
 
+  /** Where beacons go: this origin when it takes them too (the one-process `vidpulse up`, which serves the SDK
+   *  here), else the split `vidpulse up`'s tracker on the port after this page's; behind a default port (a
+   *  deployment) nothing is guessed. */
+  async function trackerOrigin() {
+    const here = await fetch('/sdk/vidpulse.js', {method: 'HEAD'}).then((response) => response.ok, () => false);
+    if (here) return location.origin;
+    return location.port ? `${location.protocol}//${location.hostname}:${Number(location.port) + 1}` : '<tracker>';
+  }
+
   /** Nothing in the range: is there nothing at all yet (say how to send a first beacon) or only not here? */
   async function checkEmpty(generation) {
     const metric = allowed('video_impression') ? 'video_impression' : state.who.metrics[0];
@@ -671,7 +680,8 @@
       return;
     }
     const empty = $('#empty');
-    const origin = location.origin;
+    const origin = await trackerOrigin();
+    if (generation !== state.generation) return;
     const curl = `curl -XPOST ${origin}/v1/track -H 'Content-Type: text/plain' \\\n` +
       `  -A 'Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0' -d '{"account": "${state.who.account}", ` +
       `"player": "web",\n  "session": "first-session-0001", "video": "5555",\n` +
