@@ -59,8 +59,11 @@ ENV PATH=/opt/vidpulse/bin:$PATH \
     VIDPULSE_HTTP_HOST=0.0.0.0 \
     VIDPULSE_HTTP_PORT=8080 \
     VIDPULSE_DATA_DIR=/var/lib/vidpulse \
-    VIDPULSE_CLICKHOUSE_URL=chdb:///var/lib/vidpulse/clickhouse
+    VIDPULSE_CLICKHOUSE_URL=chdb:///var/lib/vidpulse/clickhouse \
+    VIDPULSE_UP_PROCESSES=one
 
+# `up` in a container is the one process (VIDPULSE_UP_PROCESSES=one): the container runtime is its
+# supervisor, and the split form is docker-compose.yml's separate services, one part each.
 # Writable state: Faust's data dir, and the embedded chdb database that `up`
 # uses unless VIDPULSE_CLICKHOUSE_URL points at a server. Mount a volume here
 # to keep it (no VOLUME line: scaled workers would each leave an anonymous one).
