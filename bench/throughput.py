@@ -12,10 +12,14 @@ load average, since this machine is shared):
 3. **Consume baseline**: aiokafka reads everything the tracker produced and decodes it with orjson.
 4. **Worker**: ``vidpulse worker`` alone, catching up that backlog from offset 0: events/s from its
    first consumed event until every event is in ``events_raw``, and its ratio to (3).
+   **Worker on a server** (``--parts worker-server``): the same backlog, a consumer group of its own, the worker
+   writing to a ClickHouse server (deploy/clickhouse/clickhouse.sh); the server's CPU is reported apart.
 5. **Exactness**: ``vidpulse api`` on the worker's database: video_view and video_seconds_viewed must
    equal what the tracker acknowledged (its own counters, checked against wrk's count of 202s).
 6. **All in one**: ``vidpulse up`` with VIDPULSE_UP_PROCESSES=one under wrk at 20 events per request; the
    worker's lag sampled every second; then the same exactness check.
+   **Supervised** (``--parts supervised``): the same against ``vidpulse up`` in its default split form (the
+   supervisor, its ClickHouse server and three children), everything it starts counted.
    **Split** (``--parts split``): the same against a ClickHouse server (deploy/clickhouse/clickhouse.sh)
    and ``vidpulse tracker``, ``worker`` and ``api`` as separate processes (tests/topology.py, one of each);
    for both, the start-up time to /readyz, and the CPU and memory of every process summed.
@@ -415,23 +419,23 @@ def wait_until_written(url: str, expected_events: int, timeout_s: float, samples
     return None
 
 
-def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events: int, args: argparse.Namespace,
-                    keys: dict[str, str]) -> dict[str, Any]:
-    """``vidpulse worker`` on the tracker's topic from offset 0, then ``vidpulse api`` on its database."""
-    worker = VidpulseProcess(bootstrap, workdir, run_id, command="worker", accounts=(ACCOUNT,), **SETTINGS)
+def measure_catch_up(worker: VidpulseProcess, expected_events: int, args: argparse.Namespace,
+                     engine_pid: int | None = None) -> dict[str, Any]:
+    """Starts ``worker`` on a backlog and times it from its first consumed event until every event is in
+    events_raw; its CPU per event, and a separate ClickHouse server's (``engine_pid``) when there is one."""
     samples: list[dict[str, Any]] = []
     result: dict[str, Any] = {"events": expected_events}
-    worker.provision((ACCOUNT,))
-    keys.update(worker.auth.keys)
     started = time.monotonic()
     profiler = None
     try:
         worker.start()
         result["ready_after_s"] = time.monotonic() - started
         cpu_ready = cpu_seconds(worker.proc.pid if worker.proc else None)
+        engine_ready = cpu_seconds(engine_pid)
         if args.profile:
             assert worker.proc is not None
-            profiler = Profiler(worker.proc.pid, args.seconds, args.json.with_name(f"{args.json.stem}-worker.profile.txt"))
+            profiler = Profiler(worker.proc.pid, args.seconds, args.json.with_name(
+                f"{args.json.stem}-worker{'-server' if engine_pid else ''}.profile.txt"))
         done_at = wait_until_written(worker.url, expected_events, args.catch_up_timeout, samples, started)
         if profiler:
             result["profile"] = profiler.finish()
@@ -445,6 +449,8 @@ def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events:
             result["seconds_from_spawn"] = done_at - started
         result["cpu_us_per_event"] = 1e6 * (cpu_seconds(worker.proc.pid if worker.proc else None) - cpu_ready) \
             / max(1, expected_events)
+        if engine_pid is not None:
+            result["engine_cpu_us_per_event"] = 1e6 * (cpu_seconds(engine_pid) - engine_ready) / max(1, expected_events)
         proc = psutil.Process(worker.proc.pid) if worker.proc else None
         result["rss_mb"] = proc.memory_info().rss / 2**20 if proc else None
         result["log_warnings"] = log_warnings(worker.log_path)[:5]
@@ -452,6 +458,16 @@ def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events:
         if profiler and profiler.proc.poll() is None:
             profiler.proc.kill()
         worker.stop()
+    return result
+
+
+def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events: int, args: argparse.Namespace,
+                    keys: dict[str, str]) -> dict[str, Any]:
+    """``vidpulse worker`` on the tracker's topic from offset 0, then ``vidpulse api`` on its database."""
+    worker = VidpulseProcess(bootstrap, workdir, run_id, command="worker", accounts=(ACCOUNT,), **SETTINGS)
+    worker.provision((ACCOUNT,))
+    keys.update(worker.auth.keys)
+    result = measure_catch_up(worker, expected_events, args)
     api = VidpulseProcess(bootstrap, workdir, run_id, command="api", accounts=(), **SETTINGS)
     api.auth.keys.update(keys)
     try:
@@ -460,6 +476,35 @@ def worker_catch_up(bootstrap: str, run_id: str, workdir: Path, expected_events:
     finally:
         api.stop()
     return result
+
+
+def worker_on_server(bootstrap: str, run_id: str, workdir: Path, expected_events: int,
+                     args: argparse.Namespace) -> dict[str, Any]:
+    """The same backlog caught up by ``vidpulse worker`` writing to a ClickHouse server (deploy/clickhouse/), in a
+    consumer group of its own: the engine's inserts, views and merges then run in the server's process, not the
+    worker's. Then ``vidpulse api`` on that server."""
+    from tests.clickhouse_server import ClickHouseServer
+    from tests.topology import Topology
+
+    clickhouse = ClickHouseServer(workdir / "clickhouse")
+    topology = Topology(workdir, bootstrap, clickhouse, run_id, trackers=0, workers=1, apis=1, replication=1,
+                        topic_partitions=str(PARTITIONS), worker_group=f"test-{run_id}.worker-server", **SETTINGS)
+    try:
+        clickhouse.start()
+        done = subprocess.run([sys.executable, "-m", "vidpulse.cli", *topology.commands["migrate"]], env=topology.env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"vidpulse migrate failed:\n{done.stderr[-3000:]}")
+        topology.provision((ACCOUNT,))
+        result = measure_catch_up(topology.workers[0], expected_events, args,
+                                  engine_pid=int((clickhouse.folder / "server.pid").read_text()))
+        topology.apis[0].start()
+        result["totals"] = totals(topology.apis[0], args.since_ms)
+        return result
+    finally:
+        topology.stop()
+        if clickhouse.running():
+            clickhouse.stop()
 
 
 def all_in_one(bootstrap: str, run_id: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -474,6 +519,29 @@ def all_in_one(bootstrap: str, run_id: str, workdir: Path, args: argparse.Namesp
         assert process.proc is not None
         return under_load(process.url, process.url, process, {"up": process.proc.pid}, "up", startup, args,
                           [process.log_path])
+    finally:
+        process.stop()
+
+
+def supervised(bootstrap: str, run_id: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``vidpulse up`` in its default form: the supervisor (vidpulse/supervisor.py) with a ClickHouse server on its
+    folder and the tracker, worker and API as its children; the same load as ``up``. Ready when the supervisor
+    says so (every part's /readyz)."""
+    tracker_port, worker_port = free_port(), free_port()
+    process = VidpulseProcess(bootstrap, workdir, run_id, accounts=(ACCOUNT,), up_processes="split",
+                              up_tracker_port=str(tracker_port), up_worker_port=str(worker_port), **SETTINGS)
+    process.provision((ACCOUNT,))  # into the folder the supervisor's server then opens
+    try:
+        started = time.monotonic()
+        process.start()
+        while "vidpulse up: ready in" not in process.log_tail(100_000):
+            if time.monotonic() - started > 180 or (process.proc and process.proc.poll() is not None):
+                raise RuntimeError(f"vidpulse up (split) did not get ready:\n{process.log_tail()}")
+            time.sleep(0.1)
+        startup = {"ready_s": time.monotonic() - started}
+        assert process.proc is not None
+        return under_load(f"http://127.0.0.1:{tracker_port}", f"http://127.0.0.1:{worker_port}", process,
+                          {"up": process.proc.pid}, "supervised", startup, args, [process.log_path])
     finally:
         process.stop()
 
@@ -674,7 +742,19 @@ def report(results: dict[str, Any]) -> str:
         else:
             lines.append(f"worker catching up: did not finish within the timeout ({worker['samples'][-1:]})")
         lines.append(f"  API totals {worker.get('totals')} / expected {results['expected']}")
-    for part in ("up", "split"):
+    on_server = results.get("worker_server")
+    if on_server:
+        if on_server.get("events_per_s"):
+            ratio = f" = {on_server['events_per_s'] / consume['events_per_s']:.3f}x consume+decode" if consume else ""
+            lines.append(f"worker catching up on a ClickHouse server: {on_server['events']} events in "
+                         f"{on_server['seconds']:.1f} s = {on_server['events_per_s']:.0f} events/s{ratio} (RSS "
+                         f"{on_server['rss_mb']:.0f} MiB, load {on_server['machine']['load'][0]:.2f}), cpu "
+                         f"{on_server['cpu_us_per_event']:.1f} us/event in the worker + "
+                         f"{on_server['engine_cpu_us_per_event']:.1f} in the server")
+        else:
+            lines.append(f"worker on a ClickHouse server: did not finish within the timeout ({on_server['samples'][-1:]})")
+        lines.append(f"  API totals {on_server.get('totals')} / expected {results['expected']}")
+    for part in ("up", "supervised", "split"):
         up = results.get(part)
         if not up:
             continue
@@ -696,7 +776,7 @@ def report(results: dict[str, Any]) -> str:
     if memory:
         lines.append(f"sessionizer: {memory['sessions']} open sessions of 20 events: "
                      f"{memory['bytes_per_session']:.0f} bytes per session (tracemalloc)")
-    for part in ("tracker", "worker"):
+    for part in ("tracker", "worker", "worker_server"):
         profile = results.get(f"profile_{part}")
         if profile and "self" in profile:
             lines.append(f"profile of the {part} ({profile['samples']} samples), top self time:")
@@ -719,8 +799,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--sizes", default="20,1,200", help="events per request of the tracker runs (default 20,1,200)")
     parser.add_argument("--parts", default="http,tracker,consume,worker,up,memory",
-                        help="which parts to run (default: http,tracker,consume,worker,up,memory; also split; "
-                             "up and split run in the order given)")
+                        help="which parts to run (default: http,tracker,consume,worker,up,memory; also worker-server, "
+                             "supervised and split; up, supervised and split run in the order given)")
     parser.add_argument("--catch-up-timeout", type=float, default=600, help="give the worker this long (default 600)")
     parser.add_argument("--memory-sessions", type=int, default=20_000, help="sessions for the memory part (default 20000)")
     parser.add_argument("--profile", action="store_true", help="py-spy the tracker (20 events/request) and the worker")
@@ -813,11 +893,27 @@ def main(argv: list[str] | None = None) -> int:
                 problems.append("the worker did not write every accepted event within the timeout")
             if worker.get("totals") != results["expected"]:
                 problems.append(f"worker: API totals {worker.get('totals')} != expected {results['expected']}")
-        for part in [part for part in args.parts.split(",") if part in ("up", "split")]:  # in the order given
-            print("vidpulse up ..." if part == "up" else "split: ClickHouse server, vidpulse tracker, worker and api ...",
-                  file=sys.stderr)
+        if "worker-server" in parts and "tracker" in parts:
+            print("vidpulse worker catching up on a ClickHouse server ...", file=sys.stderr)
+            (workdir / "worker-server").mkdir()
+            on_server = worker_on_server(bootstrap, run_id, workdir / "worker-server", results["tracker_totals"]["events"],
+                                         args)
+            results["worker_server"] = on_server
+            if args.profile:
+                results["profile_worker_server"] = on_server.pop("profile", None)
+            if not on_server.get("done"):
+                problems.append("the worker on the ClickHouse server did not write every accepted event within the timeout")
+            if on_server.get("totals") != results["expected"]:
+                problems.append(f"worker on the server: API totals {on_server.get('totals')} != expected "
+                                f"{results['expected']}")
+        forms = {"up": (all_in_one, "vidpulse up as one process ..."),
+                 "supervised": (supervised, "vidpulse up, split (its default) ..."),
+                 "split": (split, "split by hand: ClickHouse server, vidpulse tracker, worker and api ...")}
+        for part in [part for part in args.parts.split(",") if part in forms]:  # in the order given
+            run_form, title = forms[part]
+            print(title, file=sys.stderr)
             (workdir / part).mkdir()
-            results[part] = (all_in_one if part == "up" else split)(bootstrap, f"{run_id}{part}", workdir / part, args)
+            results[part] = run_form(bootstrap, f"{run_id}{part[:3]}", workdir / part, args)
             problems += check_run_counts(results[part]["run"])
             if results[part]["totals"] != results[part]["expected"]:
                 problems.append(f"{part}: API totals {results[part]['totals']} != expected {results[part]['expected']}")

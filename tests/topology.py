@@ -93,7 +93,7 @@ class Topology:
 
     @property
     def env(self) -> dict[str, str]:
-        return self.trackers[0].env
+        return (*self.trackers, *self.workers, *self.apis)[0].env
 
     def start(self, accounts: tuple[str, ...]) -> Topology:
         """In compose's order: migrate once, then the workers and APIs (which need it) and the trackers."""
