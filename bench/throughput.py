@@ -70,6 +70,9 @@ ACCOUNT = "bench"
 LUA = ROOT / "bench" / "track.lua"
 DEFAULT_JSON = ROOT / "bench" / "results" / "throughput.json"
 PARTITIONS = 3  # vidpulse's default VIDPULSE_TOPIC_PARTITIONS; the baselines use the same
+# The catch-up parts: --parts name -> (what the report calls it, its key in the results)
+CATCH_UPS = {"worker": ("worker catching up", "worker"),
+             "worker-server": ("worker catching up on a ClickHouse server", "worker_server")}
 # The bench raises the per-account request limit (default 5000/s) so it measures speed, not the limit.
 SETTINGS = {"rate_limit_account": "10000000/second", "rate_limit_ip": "10000000/second"}
 
@@ -491,13 +494,10 @@ def worker_on_server(bootstrap: str, run_id: str, workdir: Path, expected_events
                         topic_partitions=str(PARTITIONS), worker_group=f"test-{run_id}.worker-server", **SETTINGS)
     try:
         clickhouse.start()
-        done = subprocess.run([sys.executable, "-m", "vidpulse.cli", *topology.commands["migrate"]], env=topology.env,
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"vidpulse migrate failed:\n{done.stderr[-3000:]}")
+        topology.migrate()
         topology.provision((ACCOUNT,))
         result = measure_catch_up(topology.workers[0], expected_events, args,
-                                  engine_pid=int((clickhouse.folder / "server.pid").read_text()))
+                                  engine_pid=clickhouse.pid)
         topology.apis[0].start()
         result["totals"] = totals(topology.apis[0], args.since_ms)
         return result
@@ -562,10 +562,7 @@ def split(bootstrap: str, run_id: str, workdir: Path, args: argparse.Namespace) 
         began = time.monotonic()
         clickhouse.start()
         startup["clickhouse_s"] = time.monotonic() - began
-        done = subprocess.run([sys.executable, "-m", "vidpulse.cli", *topology.commands["migrate"]], env=topology.env,
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"vidpulse migrate failed:\n{done.stderr[-3000:]}")
+        topology.migrate()
         startup["migrate_s"] = time.monotonic() - began - startup["clickhouse_s"]
         topology.provision((ACCOUNT,))  # as for up: before the clock, not part of a start
         processes = {"tracker": topology.trackers[0], "worker": topology.workers[0], "api": topology.apis[0]}
@@ -579,7 +576,7 @@ def split(bootstrap: str, run_id: str, workdir: Path, args: argparse.Namespace) 
             startup.update({f"{role}_s": seconds for role, seconds in pool.map(start, processes)})
         startup["ready_s"] = startup["clickhouse_s"] + startup["migrate_s"] + max(
             startup[f"{role}_s"] for role in processes)
-        pids = {"clickhouse": int((clickhouse.folder / "server.pid").read_text()),
+        pids = {"clickhouse": clickhouse.pid,
                 **{role: process.proc.pid for role, process in processes.items() if process.proc}}
         return under_load(processes["tracker"].url, processes["worker"].url, processes["api"], pids, "split", startup, args,
                           [process.log_path for process in processes.values()])
@@ -713,6 +710,23 @@ def fmt_run(run: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
             f"{run['machine_after']['load'][0]:.2f}")
 
 
+def fmt_catch_up(title: str, run: dict[str, Any], consume: dict[str, Any] | None,
+                 expected: dict[str, float]) -> list[str]:
+    """A catch-up part's lines; CPU per event counts a separate ClickHouse server's too when there is one."""
+    if not run.get("events_per_s"):
+        return [f"{title}: did not finish within the timeout ({run['samples'][-1:]})",
+                f"  API totals {run.get('totals')} / expected {expected}"]
+    engine = run.get("engine_cpu_us_per_event")
+    cpu = run["cpu_us_per_event"] + (engine or 0)
+    return [f"{title}: {run['events']} events in {run['seconds']:.1f} s = {run['events_per_s']:.0f} events/s"
+            + (f" = {run['events_per_s'] / consume['events_per_s']:.3f}x consume+decode" if consume else "")
+            + f" ({run['seconds_from_spawn']:.1f} s from spawn, RSS {run['rss_mb']:.0f} MiB, load "
+            f"{run['machine']['load'][0]:.2f}), cpu {run['cpu_us_per_event']:.1f} us/event"
+            + (f" in the worker + {engine:.1f} in the server" if engine is not None else "")
+            + (f" = {consume['cpu_us_per_event'] / cpu:.3f}x consume+decode per CPU" if consume else ""),
+            f"  API totals {run.get('totals')} / expected {expected}"]
+
+
 def report(results: dict[str, Any]) -> str:
     lines = [f"vidpulse throughput - {results['meta']['date']}, {results['meta']['cpus']} cores, "
              f"{results['meta']['platform']}", f"uvicorn: {results['meta']['uvicorn']}", ""]
@@ -722,7 +736,6 @@ def report(results: dict[str, Any]) -> str:
     for run in results.get("tracker", []):
         lines.append(fmt_run(run, base if run["events_per_request"] == 20 else None))
     consume = results.get("consume_baseline")
-    worker = results.get("worker")
     if consume:
         lines.append(f"consume+decode baseline: {consume['events']} events in {consume['seconds']:.2f} s = "
                      f"{consume['events_per_s']:.0f} events/s ({consume['messages_per_s']:.0f} messages/s), "
@@ -730,30 +743,9 @@ def report(results: dict[str, Any]) -> str:
     if results.get("topic_copies"):
         lines.append(f"  the topic holds {results['topic_copies']} events twice (Kafka acknowledged after the spool took "
                      "them); the worker must drop them as retries")
-    if worker:
-        if worker.get("events_per_s"):
-            ratio = f" = {worker['events_per_s'] / consume['events_per_s']:.3f}x consume+decode" if consume else ""
-            lines.append(f"worker catching up: {worker['events']} events in {worker['seconds']:.1f} s = "
-                         f"{worker['events_per_s']:.0f} events/s{ratio} ({worker['seconds_from_spawn']:.1f} s from spawn, "
-                         f"RSS {worker['rss_mb']:.0f} MiB, load {worker['machine']['load'][0]:.2f}), cpu "
-                         f"{worker['cpu_us_per_event']:.1f} us/event" + (
-                             f" = {consume['cpu_us_per_event'] / worker['cpu_us_per_event']:.3f}x consume+decode per CPU"
-                             if consume else ""))
-        else:
-            lines.append(f"worker catching up: did not finish within the timeout ({worker['samples'][-1:]})")
-        lines.append(f"  API totals {worker.get('totals')} / expected {results['expected']}")
-    on_server = results.get("worker_server")
-    if on_server:
-        if on_server.get("events_per_s"):
-            ratio = f" = {on_server['events_per_s'] / consume['events_per_s']:.3f}x consume+decode" if consume else ""
-            lines.append(f"worker catching up on a ClickHouse server: {on_server['events']} events in "
-                         f"{on_server['seconds']:.1f} s = {on_server['events_per_s']:.0f} events/s{ratio} (RSS "
-                         f"{on_server['rss_mb']:.0f} MiB, load {on_server['machine']['load'][0]:.2f}), cpu "
-                         f"{on_server['cpu_us_per_event']:.1f} us/event in the worker + "
-                         f"{on_server['engine_cpu_us_per_event']:.1f} in the server")
-        else:
-            lines.append(f"worker on a ClickHouse server: did not finish within the timeout ({on_server['samples'][-1:]})")
-        lines.append(f"  API totals {on_server.get('totals')} / expected {results['expected']}")
+    for title, key in CATCH_UPS.values():
+        if results.get(key):
+            lines += fmt_catch_up(title, results[key], consume, results["expected"])
     for part in ("up", "supervised", "split"):
         up = results.get(part)
         if not up:
@@ -882,30 +874,21 @@ def main(argv: list[str] | None = None) -> int:
                 # A batch Kafka acknowledged after the tracker had given up waiting (spool_after_s) is in the
                 # topic twice, once from the send and once from the spool: the worker drops the copy as a retry.
                 results["topic_copies"] = in_topic - accepted
-        if "worker" in parts and "tracker" in parts:
-            print("vidpulse worker catching up ...", file=sys.stderr)
-            (workdir / "worker").mkdir()
-            worker = worker_catch_up(bootstrap, run_id, workdir / "worker", results["tracker_totals"]["events"], args, keys)
-            results["worker"] = worker
+        for part, (title, key) in CATCH_UPS.items():
+            if part not in parts or "tracker" not in parts:
+                continue
+            print(f"{title} ...", file=sys.stderr)
+            (workdir / part).mkdir()
+            events = results["tracker_totals"]["events"]
+            caught_up = (worker_catch_up(bootstrap, run_id, workdir / part, events, args, keys) if part == "worker"
+                         else worker_on_server(bootstrap, run_id, workdir / part, events, args))
+            results[key] = caught_up
             if args.profile:
-                results["profile_worker"] = worker.pop("profile", None)
-            if not worker.get("done"):
-                problems.append("the worker did not write every accepted event within the timeout")
-            if worker.get("totals") != results["expected"]:
-                problems.append(f"worker: API totals {worker.get('totals')} != expected {results['expected']}")
-        if "worker-server" in parts and "tracker" in parts:
-            print("vidpulse worker catching up on a ClickHouse server ...", file=sys.stderr)
-            (workdir / "worker-server").mkdir()
-            on_server = worker_on_server(bootstrap, run_id, workdir / "worker-server", results["tracker_totals"]["events"],
-                                         args)
-            results["worker_server"] = on_server
-            if args.profile:
-                results["profile_worker_server"] = on_server.pop("profile", None)
-            if not on_server.get("done"):
-                problems.append("the worker on the ClickHouse server did not write every accepted event within the timeout")
-            if on_server.get("totals") != results["expected"]:
-                problems.append(f"worker on the server: API totals {on_server.get('totals')} != expected "
-                                f"{results['expected']}")
+                results[f"profile_{key}"] = caught_up.pop("profile", None)
+            if not caught_up.get("done"):
+                problems.append(f"{title}: not every accepted event was written within the timeout")
+            if caught_up.get("totals") != results["expected"]:
+                problems.append(f"{title}: API totals {caught_up.get('totals')} != expected {results['expected']}")
         forms = {"up": (all_in_one, "vidpulse up as one process ..."),
                  "supervised": (supervised, "vidpulse up, split (its default) ..."),
                  "split": (split, "split by hand: ClickHouse server, vidpulse tracker, worker and api ...")}

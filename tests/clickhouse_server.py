@@ -53,3 +53,8 @@ class ClickHouseServer:
 
     def running(self) -> bool:
         return self.run("status").returncode == 0
+
+    @property
+    def pid(self) -> int:
+        """The running server's process (clickhouse.sh's pid file), for CPU and memory readings."""
+        return int((self.folder / "server.pid").read_text())

@@ -97,14 +97,18 @@ class Topology:
 
     def start(self, accounts: tuple[str, ...]) -> Topology:
         """In compose's order: migrate once, then the workers and APIs (which need it) and the trackers."""
-        done = subprocess.run([sys.executable, "-m", "vidpulse.cli", *self.commands["migrate"]], env=self.env,
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"vidpulse migrate failed:\n{done.stderr[-3000:]}")
+        self.migrate()
         self.provision(accounts)
         for process in (*self.workers, *self.trackers, *self.apis):
             process.start()
         return self
+
+    def migrate(self) -> None:
+        """compose's migrate service: once, before any worker or API."""
+        done = subprocess.run([sys.executable, "-m", "vidpulse.cli", *self.commands["migrate"]], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"vidpulse migrate failed:\n{done.stderr[-3000:]}")
 
     def provision(self, accounts: tuple[str, ...]) -> None:
         done = subprocess.run([sys.executable, "-m", "tests.provision", self.env["VIDPULSE_CLICKHOUSE_URL"], *accounts],
