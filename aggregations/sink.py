@@ -265,23 +265,17 @@ class EventSink:
         cached = self._sessions[batch.session_key]
         cached.identity, cached.arrived_ms = SessionIdentity.of(batch), self._clock_ms()
         self._sessions.move_to_end(batch.session_key)
-        minutes: set[int] = set()
-        fresh = []
         self._metrics.events_consumed.inc(len(batch.events))
-        for event in batch.events:
-            if event.id in cached.state.seen_ids:
-                self._metrics.events_duplicate.inc()
-                continue
-            cached.state.seen_ids.add(event.id)
-            fresh.append(event)
-            if not batch.is_bot:
-                minutes |= sessions.advance(cached.state, event.type, event.event_time_ms,
-                                            self._config.session_timeout_ms)
+        fresh = cached.state.seen_ids.keep_new(batch.events)
+        if len(fresh) < len(batch.events):
+            self._metrics.events_duplicate.inc(len(batch.events) - len(fresh))
         if fresh:
             rows.raw += raw_rows(batch, fresh, partition, offset, folded)
             self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0),
                                                 max(event.event_time_ms for event in fresh))
         if not batch.is_bot:
+            minutes = sessions.advance_all(cached.state, [(event.type, event.event_time_ms) for event in fresh],
+                                           self._config.session_timeout_ms)
             rows.session_minutes += cached.identity.minute_rows(minutes, sessions.exit_before_start(cached.state))
 
     async def _load_dimension_values(self, keys: list[Any]) -> dict[Any, set[str]]:

@@ -650,7 +650,7 @@ def session_memory(sessions: int) -> dict[str, Any]:
 
     from aggregations.metrics import WorkerMetrics
     from aggregations.sink import EventSink, SinkConfig
-    from ingest.models import EnrichedBatch
+    from ingest.models import decode_batch
 
     class KeepNothing:
         async def record_batch(self, batch: Any) -> None: ...
@@ -680,12 +680,12 @@ def session_memory(sessions: int) -> dict[str, Any]:
         async def ack(_: Any) -> None: ...
         sink = EventSink(KeepNothing(), config, WorkerMetrics(CollectorRegistry()), ack=ack,  # type: ignore[arg-type]
                          caught_up=lambda partition, offset: True)
-        await sink.add(0, 0, EnrichedBatch.model_validate_json(batch(sessions + 1)), None)  # warm caches first
+        await sink.add(0, 0, decode_batch(batch(sessions + 1)), None)  # warm caches first
         await sink.flush_all()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for n in range(sessions):
-            await sink.add(0, n + 1, EnrichedBatch.model_validate_json(batch(n)), None)
+            await sink.add(0, n + 1, decode_batch(batch(n)), None)
         await sink.flush_all()
         after = tracemalloc.get_traced_memory()[0]
         held = len(sink._sessions)  # noqa: SLF001 - the bench measures the cache itself
