@@ -30,7 +30,7 @@ from aggregations import sessions
 from aggregations.caps import DimensionCaps
 from aggregations.clickhouse import ClickHouseError
 from aggregations.metrics import WorkerMetrics
-from aggregations.rows import BatchRange, SessionIdentity, SinkRows, Writer, raw_rows
+from aggregations.rows import BatchRange, SessionIdentity, SinkRows, Writer
 from ingest.models import EnrichedBatch
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,7 @@ class EventSink:
         if len(fresh) < len(batch.events):
             self._metrics.events_duplicate.inc(len(batch.events) - len(fresh))
         if fresh:
-            rows.raw += raw_rows(batch, fresh, partition, offset, folded)
+            rows.raw.add(batch, fresh, partition, offset, folded)
             self._watermark_ms[partition] = max(self._watermark_ms.get(partition, 0),
                                                 max(event.event_time_ms for event in fresh))
         if not batch.is_bot:
