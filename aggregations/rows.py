@@ -88,8 +88,8 @@ class RawColumns:
                   *dimension_values(batch), batch.user, batch.duration_s, batch.is_bot, partition, offset, folded or {})
         for index, value in zip(_BY_BATCH, shared, strict=True):
             columns[index] += [value] * count
-        for index, field in _BY_EVENT:
-            columns[index] += map(field, events)
+        for index, of_event in _BY_EVENT:
+            columns[index] += map(of_event, events)
         columns[_FATAL] += [event.fatal and event.type == "error" for event in events]
 
     def __len__(self) -> int:
