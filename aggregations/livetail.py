@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
 
 from aggregations.live import LiveWindow
-from ingest.models import NotABatch, decode_batch
+from ingest.models import EnrichedBatch
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 5.0
@@ -115,8 +116,8 @@ class LiveTail:
 
     def _take(self, value: bytes | None, now_ms: int) -> None:
         try:
-            batch = decode_batch(value or b"")
-        except NotABatch:
+            batch = EnrichedBatch.model_validate_json(value or b"")
+        except ValidationError:
             return  # the worker logs unreadable messages; the live figures simply leave them out
         self.window.add(batch, now_ms)
         self.batches += 1

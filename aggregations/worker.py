@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import faust
+from pydantic import ValidationError
 
 from aggregations.clickhouse import ClickHouse
 from aggregations.metrics import WorkerMetrics
@@ -20,7 +21,7 @@ from aggregations.progress import PartitionProgress, Position
 from aggregations.rejections import RejectionSink
 from aggregations.sink import EventSink, SinkConfig
 from aggregations.writer import ClickHouseWriter
-from ingest.models import EnrichedBatch, NotABatch, decode_batch
+from ingest.models import EnrichedBatch
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,8 @@ async def _nothing() -> dict[Any, int]:
 def _decode(value: bytes) -> EnrichedBatch | None:
     """None for a message that is not an enriched batch: acknowledged with its batch, written nowhere."""
     try:
-        return decode_batch(value)
-    except NotABatch as exc:
+        return EnrichedBatch.model_validate_json(value)
+    except ValidationError as exc:
         log.error("skipping a message that is not an enriched batch: %s", exc)
         return None
 
