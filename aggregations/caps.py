@@ -16,6 +16,8 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
+
 from ingest.models import EnrichedBatch
 
 CAPPED = ("video", "player", "domain")
@@ -50,7 +52,7 @@ class DimensionCaps:
                     changes[key[2]] = OTHER
                     self._on_fold(key[2])
             folded = {name: getattr(batch, name) for name in changes}
-            result.append((batch.model_copy(update=changes) if changes else batch, folded))
+            result.append((msgspec.structs.replace(batch, **changes) if changes else batch, folded))
         return result, admitted
 
     async def _load_missing(self, keys: set[Key]) -> None:

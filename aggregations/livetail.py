@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
 
 from aggregations.live import LiveWindow
-from ingest.models import EnrichedBatch
+from ingest.models import NotABatch, decode_batch
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 5.0
@@ -116,8 +115,8 @@ class LiveTail:
 
     def _take(self, value: bytes | None, now_ms: int) -> None:
         try:
-            batch = EnrichedBatch.model_validate_json(value or b"")
-        except ValidationError:
+            batch = decode_batch(value or b"")
+        except NotABatch:
             return  # the worker logs unreadable messages; the live figures simply leave them out
         self.window.add(batch, now_ms)
         self.batches += 1

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import faust
-from pydantic import ValidationError
 
 from aggregations.clickhouse import ClickHouse
 from aggregations.metrics import WorkerMetrics
@@ -21,7 +20,7 @@ from aggregations.progress import PartitionProgress, Position
 from aggregations.rejections import RejectionSink
 from aggregations.sink import EventSink, SinkConfig
 from aggregations.writer import ClickHouseWriter
-from ingest.models import EnrichedBatch
+from ingest.models import EnrichedBatch, NotABatch, decode_batch
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -218,8 +217,8 @@ async def _nothing() -> dict[Any, int]:
 def _decode(value: bytes) -> EnrichedBatch | None:
     """None for a message that is not an enriched batch: acknowledged with its batch, written nowhere."""
     try:
-        return EnrichedBatch.model_validate_json(value)
-    except ValidationError as exc:
+        return decode_batch(value)
+    except NotABatch as exc:
         log.error("skipping a message that is not an enriched batch: %s", exc)
         return None
 

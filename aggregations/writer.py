@@ -85,7 +85,7 @@ class ClickHouseWriter:
         token = batch.token if batch else None
         if rows.raw:
             # serialized once: events_stream takes the same columns, and so the same bytes
-            columns = list(zip(*rows.raw, strict=True))
+            columns = rows.raw.columns
             block = await asyncio.to_thread(self._db.encode, "events_raw", RAW_COLUMNS, columns)
             await self._timed("events_raw", self._db.ainsert_block("events_raw", block, token), block.rows)
             if not await asyncio.to_thread(self._db.fits, "events_stream", block):

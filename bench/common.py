@@ -107,3 +107,15 @@ def clean_up(process: Any, bootstrap: str, run_id: str, workdir: Path, *, failed
         else:
             print("note: this run started the local broker and left it running (make broker-stop stops it)",
                   file=sys.stderr)
+
+
+class KeepNothing:
+    """A sink writer (``aggregations.rows.Writer``) that stores nothing: the sink's own CPU and memory alone."""
+
+    async def record_batch(self, batch: Any) -> None: ...
+    async def recorded_batches(self, *args: Any) -> dict[int, int]: return {}
+    async def session_history(self, *args: Any) -> dict[int, list[Any]]: return {}
+    async def write(self, rows: Any, batch: Any) -> None: ...
+    async def dimension_values(self, keys: list[Any]) -> dict[Any, set[str]]: return {}
+    async def admit_dimension_values(self, rows: list[Any]) -> None: ...
+    async def recent_sessions(self, *args: Any) -> list[Any]: return []

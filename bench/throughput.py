@@ -62,7 +62,7 @@ import orjson  # noqa: E402
 import psutil  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from bench.common import delete_topics, find_broker, keep_or_remove, log_warnings  # noqa: E402
+from bench.common import KeepNothing, delete_topics, find_broker, keep_or_remove, log_warnings  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from tests.vidpulse_process import VidpulseProcess, free_port  # noqa: E402
 
@@ -650,16 +650,7 @@ def session_memory(sessions: int) -> dict[str, Any]:
 
     from aggregations.metrics import WorkerMetrics
     from aggregations.sink import EventSink, SinkConfig
-    from ingest.models import EnrichedBatch
-
-    class KeepNothing:
-        async def record_batch(self, batch: Any) -> None: ...
-        async def recorded_batches(self, *args: Any) -> dict[int, int]: return {}
-        async def session_history(self, *args: Any) -> dict[int, list[Any]]: return {}
-        async def write(self, rows: Any, batch: Any) -> None: ...
-        async def dimension_values(self, keys: list[Any]) -> dict[Any, set[str]]: return {}
-        async def admit_dimension_values(self, rows: list[Any]) -> None: ...
-        async def recent_sessions(self, *args: Any) -> list[Any]: return []
+    from ingest.models import decode_batch
 
     now = int(time.time() * 1000)
 
@@ -680,12 +671,12 @@ def session_memory(sessions: int) -> dict[str, Any]:
         async def ack(_: Any) -> None: ...
         sink = EventSink(KeepNothing(), config, WorkerMetrics(CollectorRegistry()), ack=ack,  # type: ignore[arg-type]
                          caught_up=lambda partition, offset: True)
-        await sink.add(0, 0, EnrichedBatch.model_validate_json(batch(sessions + 1)), None)  # warm caches first
+        await sink.add(0, 0, decode_batch(batch(sessions + 1)), None)  # warm caches first
         await sink.flush_all()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for n in range(sessions):
-            await sink.add(0, n + 1, EnrichedBatch.model_validate_json(batch(n)), None)
+            await sink.add(0, n + 1, decode_batch(batch(n)), None)
         await sink.flush_all()
         after = tracemalloc.get_traced_memory()[0]
         held = len(sink._sessions)  # noqa: SLF001 - the bench measures the cache itself

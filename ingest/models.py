@@ -12,6 +12,7 @@ import zoneinfo
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator, model_validator
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -147,10 +148,13 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 EVENT_TYPES = ("impression", "view", "first_frame", "heartbeat", "quartile", "rebuffer", "ad_start", "error", "stop")
 
 
-class EnrichedEvent(BaseModel):
-    """One accepted event as the worker sees it: validated fields plus corrected time."""
+class EnrichedEvent(msgspec.Struct, frozen=True, gc=False):
+    """One accepted event as the worker sees it: validated fields plus corrected time.
 
-    model_config = ConfigDict(frozen=True)
+    The Kafka message's types are msgspec structs, not pydantic models: the worker decodes every event of
+    every message, and msgspec does it five times faster (0.7 against 3.8 µs per event, bench/README.md).
+    They are only ever built from validated data (the beacon models above) or decoded from what a tracker
+    wrote. ``gc=False``: they hold no reference cycles, and a worker's batches hold many."""
 
     id: str
     type: str
@@ -168,13 +172,11 @@ class EnrichedEvent(BaseModel):
     fatal: bool = False
 
 
-class EnrichedBatch(BaseModel):
+class EnrichedBatch(msgspec.Struct, frozen=True, gc=False):
     """The Kafka message: one accepted beacon batch of one session, enriched.
 
     Holds no raw IP and no raw User-Agent: only what was derived from them.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     account: str
     player: str
@@ -196,3 +198,27 @@ class EnrichedBatch(BaseModel):
     is_bot: bool
     received_at_ms: int
     events: list[EnrichedEvent]
+
+
+class NotABatch(ValueError):
+    """A Kafka message that is not an enriched batch (JSON or types): the reason names the field."""
+
+
+_BATCH_DECODER = msgspec.json.Decoder(EnrichedBatch)
+
+
+def decode_batch(message: bytes) -> EnrichedBatch:
+    """The enriched batch a tracker wrote (``encode_batch``); types checked as strictly as the struct says."""
+    try:
+        return _BATCH_DECODER.decode(message)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise NotABatch(str(exc)) from exc
+
+
+def batch_dict(batch: EnrichedBatch) -> dict[str, Any]:
+    """The batch as plain JSON-able values, its fields in order: what the tracker's fast path builds by hand."""
+    return msgspec.to_builtins(batch)  # type: ignore[no-any-return]
+
+
+def encode_batch(batch: EnrichedBatch) -> bytes:
+    return msgspec.json.encode(batch)

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from ingest import jsonio
 from ingest.metrics import TrackerMetrics
-from ingest.models import EnrichedBatch
+from ingest.models import EnrichedBatch, batch_dict
 from ingest.spool import Message, Spool, SpoolFull
 from ingest.topics import ensure_topics
 
@@ -59,8 +59,8 @@ class EventProducer:
 
     async def publish(self, batch: EnrichedBatch | dict[str, Any], dead_letters: list[dict[str, Any]]) -> None:
         """Returns once the batch is durable: acknowledged by Kafka, or fsynced to the spool. ``batch``: the
-        model, or already its ``model_dump()`` (the tracker's fast path, ``ingest.fastpath``)."""
-        body = batch if isinstance(batch, dict) else batch.model_dump()
+        struct, or already its ``batch_dict`` (the tracker's fast path, ``ingest.fastpath``)."""
+        body = batch if isinstance(batch, dict) else batch_dict(batch)
         key = body["session_key"].to_bytes(8, "big")
         messages: list[Message] = [(self._dead_letter_topic, key, jsonio.dumps(letter)) for letter in dead_letters]
         if body["events"]:

@@ -3,6 +3,7 @@
 import asyncio
 import time
 
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -119,7 +120,7 @@ def test_a_new_owner_reloads_a_session_received_lately_whatever_its_event_times(
     written; one received long ago is not reloaded."""
     writer = ClickHouseWriter(clickhouse, WorkerMetrics(CollectorRegistry()))
     now = int(time.time() * 1000)
-    late = SCENARIO[0].model_copy(update={"received_at_ms": now - M})
+    late = msgspec.structs.replace(SCENARIO[0], received_at_ms=now - M)
     old = make_batch(99, "v", "US", [("1", "view", BASE, {})])
     asyncio.run(writer.write(SinkRows(raw=[raw_row(batch, e, 3, offset) for offset, batch in enumerate((late, old))
                                            for e in batch.events]), None))

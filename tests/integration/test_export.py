@@ -7,6 +7,7 @@ import datetime as dt
 import io
 
 import httpx
+import msgspec
 import openpyxl
 import pytest
 
@@ -23,8 +24,8 @@ EXPORT = "/v1/events/accounts/1234/videos/V/export"
 
 
 def batch(key: int, video: str, country: str, continent: str, device: str, events: list, **extra):
-    return make_batch(key, video, country, events, **extra).model_copy(
-        update={"continent": continent, "device_type": device})
+    return msgspec.structs.replace(make_batch(key, video, country, events, **extra), continent=continent,
+                                   device_type=device)
 
 
 # fingerprint = key % 3: sessions 1 and 4 share fingerprint 1.

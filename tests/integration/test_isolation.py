@@ -9,6 +9,7 @@ import time
 from urllib.parse import quote
 
 import httpx
+import msgspec
 import pytest
 
 from aggregations.accounts import create_account, create_key, revoke_key, update_account
@@ -21,9 +22,8 @@ WINDOW = {"from": str(BASE - M), "to": str(BASE + 30 * M)}
 
 
 def of(account: str, key: int, video: str) -> object:
-    return make_batch(key, video, "US", [("1", "view", BASE + 1000, {}),
-                                         ("2", "stop", BASE + 9000, {"watched_ms": 8000})]).model_copy(
-        update={"account": account})
+    return msgspec.structs.replace(make_batch(key, video, "US", [("1", "view", BASE + 1000, {}),
+                                         ("2", "stop", BASE + 9000, {"watched_ms": 8000})]), account=account)
 
 
 @pytest.fixture

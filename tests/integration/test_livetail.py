@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from aggregations.live import LiveWindow
 from aggregations.livetail import LiveTail
+from ingest.models import encode_batch
 from ingest.topics import ensure_topics
 from tests.unit.test_live import batch
 
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.kafka]
 async def read_with_a_batch_produced_mid_seek(bootstrap: str, topic: str) -> LiveTail:
     await ensure_topics(bootstrap, [topic], 1, 1)
     now_ms = int(time.time() * 1000)
-    message = batch(1, [("1", "view", now_ms)], account="tail").model_dump_json().encode()
+    message = encode_batch(batch(1, [("1", "view", now_ms)], account="tail"))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     original = AIOKafkaConsumer.offsets_for_times

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from ingest import enrich as slow
 from ingest import fastpath
 from ingest.enrich import Sender
-from ingest.models import EVENT_TYPES, MAX_MS, Envelope
+from ingest.models import EVENT_TYPES, MAX_MS, Envelope, batch_dict
 
 NOW = 1_700_000_000_000
 LATENESS_S = 7 * 24 * 3600
@@ -90,7 +90,7 @@ def assert_same(env):
     slow_accepted, slow_rejected = slow.check_events(env, NOW, LATENESS_S)
     fast_accepted, fast_rejected = fastpath.check_events(env, NOW, LATENESS_S)
     assert fast_rejected == slow_rejected
-    slow_batch = slow.enrich(env, slow_accepted, SENDER, SALT).model_dump()
+    slow_batch = batch_dict(slow.enrich(env, slow_accepted, SENDER, SALT))
     fast_batch = fastpath.enrich(env, fast_accepted, SENDER, SALT)
     assert fast_batch == slow_batch
     assert orjson.dumps(fast_batch) == orjson.dumps(slow_batch)  # the same Kafka message, byte for byte

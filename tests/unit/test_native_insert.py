@@ -104,3 +104,23 @@ def test_the_writer_serializes_again_for_events_stream_when_a_type_differs(click
     assert len(read(clickhouse, "events_raw")) == 20
     views = clickhouse.query("SELECT account, sum(video_view) FROM minute_metrics GROUP BY account ORDER BY account")
     assert views == [(f"acct{key}", 1) for key in range(1, 5)]
+
+
+def test_raw_columns_put_each_field_under_its_column_and_the_batch_under_every_event():
+    from aggregations.rows import RawColumns
+
+    columns = RawColumns()
+    columns.add(batch(2), batch(2).events, 1, 102, {"video": "long"})
+    columns.add(batch(3), batch(3).events[3:4], 0, 103)
+    found = [dict(zip(RAW_COLUMNS, row, strict=True)) for row in columns]
+    assert len(columns) == 6 and [row["event_id"] for row in found] == ["v", "f", "h", "e", "s", "e"]
+    heartbeat, error, other = found[2], found[3], found[5]
+    assert (heartbeat["event_time"], heartbeat["device_ts"], heartbeat["watched_ms"], heartbeat["position"]) == (
+        BASE + 999, BASE + 999, 1000, 12.5)
+    assert (error["error_code"], error["error_message"], error["fatal"], found[4]["fatal"]) == ("E1", "bad ü", True, False)
+    assert (found[1]["startup_ms"], found[0]["startup_ms"]) == (120, None)
+    assert {(row["account"], row["session_key"], row["fingerprint"], row["video"], row["kafka_offset"], row["received_at"],
+             row["folded"]["video"]) for row in found[:5]} == {("acct2", 2, 14, "v0", 102, BASE + 61_000, "long")}
+    assert (other["account"], other["kafka_partition"], other["kafka_offset"], other["folded"], other["live"]) == (
+        "acct3", 0, 103, {}, True)
+    assert list(SinkRows(raw=list(columns)).raw) == list(columns)  # rows given as tuples become the same columns

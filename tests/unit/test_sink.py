@@ -433,6 +433,40 @@ def test_a_replay_after_reassignment_writes_the_replayed_events_again_not_as_dup
     assert writer.writes[3][1] == ["3"]  # session 1's event 2 (offset 0, before the replay) is a retry
 
 
+def test_a_reload_that_answers_after_the_replay_began_is_settled_against_it():
+    """The reload runs beside the consumer: a worker that reads its first replayed batch before the reload's
+    answer comes must still treat what the replay delivers again as new. Left unsettled, a reloaded session
+    held those events as seen, dropped them as retries and never wrote their session-minutes (the fault
+    suite's worker kills, once the worker decoded fast enough to win that race)."""
+    class Capturing(RecordingWriter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[list[str]] = []
+
+        async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
+            if batch is not None:
+                self.writes.append([row[4] for row in rows.raw])
+            await super().write(rows, batch)
+
+    writer = Capturing()
+    first = Harness(writer, max_events=1)
+    first.now_ms = BASE + 30_000
+    run(first.sink.add(0, 0, batch(1, ("1", "view", BASE)), 0))
+    run(first.sink.add(0, 1, batch(2, ("1", "view", BASE + 1000)), 1))
+    run(first.sink.add(0, 2, batch(3, ("1", "view", BASE + 2000), ("2", "heartbeat", BASE + 62_000)), 2))
+    second = Harness(writer, max_events=1)
+    second.now_ms = BASE + 70_000
+
+    async def scenario():
+        await second.sink.add(0, 1, batch(2, ("1", "view", BASE + 1000)), 1)  # the replay starts at offset 1
+        await second.sink.reload({0})  # answers only now, with session 3's events of offset 2
+        await second.sink.add(0, 2, batch(3, ("1", "view", BASE + 2000), ("2", "heartbeat", BASE + 62_000)), 2)
+
+    run(scenario())
+    # both replayed batches in full: the previous owner's session-minutes of them may never have been written
+    assert writer.writes[3:] == [["1"], ["1", "2"]]
+
+
 def test_the_sink_says_it_waits_on_the_database_while_a_call_fails_or_runs_long(monkeypatch):
     """What the stall detector reads: a partition held back by the database is not a stalled consumer."""
     monkeypatch.setattr("aggregations.sink.RETRY_BACKOFF_S", (0.05,))
