@@ -40,6 +40,9 @@ class WorkerMetrics:
         self.stalled_partitions = Gauge("vidpulse_worker_stalled_partitions",
                                         "Assigned partitions stalled now (messages waiting, no progress for 90 s).",
                                         registry=registry)
+        self.offset_rewinds = Counter("vidpulse_worker_offset_rewinds_total",
+                                      "Messages the consumer delivered past a partition's next offset: set aside, "
+                                      "and the consumer sent back (see aggregations/sequence.py).", registry=registry)
         self.sessions_evicted = Counter("vidpulse_worker_sessions_evicted_total",
                                         "Open sessions dropped from the cache at its size limit.", registry=registry)
 

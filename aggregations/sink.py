@@ -97,6 +97,10 @@ class EventSink:
         self._caps = DimensionCaps(config.dimension_cap_per_day, self._load_dimension_values,
                                    lambda dimension: metrics.dimension_folds.labels(dimension).inc())
 
+    def next_offset(self, partition: int) -> int | None:
+        """The next offset to consume of the partition, if this sink has read one since its assignment."""
+        return self._next_offset.get(partition)
+
     def positions(self) -> dict[int, int]:
         """The next offset to consume of every partition this sink has seen since its assignment."""
         return dict(self._next_offset)

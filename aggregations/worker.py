@@ -18,6 +18,7 @@ from aggregations.clickhouse import ClickHouse
 from aggregations.metrics import WorkerMetrics
 from aggregations.progress import PartitionProgress, Position
 from aggregations.rejections import RejectionSink
+from aggregations.sequence import OffsetSequencer
 from aggregations.sink import EventSink, SinkConfig
 from aggregations.writer import ClickHouseWriter
 from ingest.models import EnrichedBatch, NotABatch, decode_batch
@@ -25,6 +26,7 @@ from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
+START_OFFSET_TIMEOUT_S = 10.0
 
 
 class Worker:
@@ -50,6 +52,8 @@ class Worker:
         self.sink = EventSink(ClickHouseWriter(db, metrics), _sink_config(settings), metrics,
                               ack=self._ack, caught_up=self._caught_up)
         self._metrics = metrics
+        self._sequencer = OffsetSequencer(self.sink.next_offset, self._start_offset, self._seek_back,
+                                          on_rewind=metrics.offset_rewinds.inc)
         self._progress = PartitionProgress()
         self._unread: dict[int, int] = {}  # next offset of assigned partitions the sink has not read yet
         self._end_offsets: dict[int, int] = {}  # asked of the broker: a partition never fetched has no highwater
@@ -85,7 +89,8 @@ class Worker:
         self._stream = stream.noack()
         async for event in self._stream.events():
             message = event.message
-            await self.sink.add(message.partition, message.offset, _decode(event.value), event)
+            if await self._sequencer.admit(message.partition, message.offset):
+                await self.sink.add(message.partition, message.offset, _decode(event.value), event)
 
     async def _consume_rejections(self, stream: Any) -> None:
         self._rejection_stream = stream.noack()
@@ -169,6 +174,32 @@ class Worker:
                     self._progress.stall_after_s, position.next_offset,
                     self._consumer_state(self.topic_partition(partition)))
 
+    async def _start_offset(self, partition: int) -> int | None:
+        """Where the consumer resumed the partition at its assignment: the committed offset (Faust's own record of
+        it, private, where 0 reads as None), else the log's start (``auto_offset_reset`` is earliest); None if the
+        broker cannot say now (the message is then admitted as it comes)."""
+        tp = self.topic_partition(partition)
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        if committed:
+            return int(committed)
+        try:
+            earliest = await asyncio.wait_for(self.app.consumer.earliest_offsets(tp), START_OFFSET_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - broker away: no check for this assignment's first message
+            log.warning("could not ask where partition %d starts: %r", partition, exc)
+            return None
+        start = earliest.get(tp)
+        return int(start) if start is not None else None
+
+    async def _seek_back(self, partition: int, offset: int) -> None:
+        """Faust's seek also resets its read offset, below which it drops messages. Its gaps (offsets it jumped
+        over, which it counts as acknowledged when committing) from ``offset`` on are cleared: the sink has not
+        written them."""
+        tp = self.topic_partition(partition)
+        await self.app.consumer.seek(tp, offset)
+        gaps = getattr(self.app.consumer, "_gap", {}).get(tp)
+        if gaps:
+            gaps.chop(offset, 2**63)
+
     async def _resume_offset(self, tp: Any) -> int | None:
         """The committed offset (Faust's own record of it, private), else the fetcher's position."""
         committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
@@ -207,6 +238,7 @@ class Worker:
 
     async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
         ours = {tp.partition for tp in revoked if tp.topic == self.topic.get_topic_name()}
+        self._sequencer.forget(ours)
         await self.sink.forget(ours)
 
 
