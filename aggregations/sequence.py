@@ -10,13 +10,19 @@ rebalance, and then again in a differently cut batch, since the sink cuts batche
 
 So the worker admits a message only at the offset it expects: the sink's next offset, or, before the sink
 has read one since the assignment, where the assignment starts (the committed offset, or the log's start when
-none was committed). A message past it is set aside unacknowledged and
-the consumer is sent back to the expected offset, as many times as stale messages keep coming. Faust also
-counts the offsets it jumped over as done (its "gaps", which let a commit run ahead of the sink); those from
-the expected offset on are cleared at each seek.
+none was committed).
 
-Limit: if the expected offset is no longer in the log (retention deleted it before it was read), seeking
-back cannot help; after GIVE_UP_S of trying, the message is admitted and the loss logged as an error.
+* A message past it is set aside unacknowledged and the consumer is sent back to the expected offset, as
+  many times as stale messages keep coming. The seek also takes back what Faust counted as done from the
+  expected offset on (its acknowledgements of the messages its stream skipped, and its "gaps"), so that
+  no commit runs ahead of the sink.
+* A message before it, once the sink holds the partition, is a second copy (a seek fetched it again): the
+  sink already has it, pending or written, so it is dropped.
+* The only way past a missing offset is the log itself: when the partition's log now starts after the
+  expected offset (retention deleted it before it was read), the loss is logged as an error and the
+  consumer goes on from where the log starts.
+* Only the sinks' own acknowledgements count towards a commit (``Worker._guard_acks``): Faust's stream
+  also acknowledges the messages it skips, which would let a commit run past messages never written.
 """
 
 from __future__ import annotations
@@ -26,43 +32,65 @@ import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
-GIVE_UP_S = 30.0
+RECHECK_S = 10.0
 
 
 class OffsetSequencer:
     """Decides, message by message, whether the sink may take it (see the module docstring)."""
 
     def __init__(self, next_offset: Callable[[int], int | None], start: Callable[[int], Awaitable[int | None]],
-                 seek: Callable[[int, int], Awaitable[None]], on_rewind: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._next_offset, self._start, self._seek = next_offset, start, seek
+                 log_start: Callable[[int], Awaitable[int | None]], seek: Callable[[int, int], Awaitable[None]],
+                 on_rewind: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._next_offset, self._start, self._log_start, self._seek = next_offset, start, log_start, seek
         self._on_rewind, self._clock = on_rewind, clock
-        self._rewinding: dict[int, tuple[int, float]] = {}  # partition -> (offset sought, since)
-        self._starts: dict[int, int | None] = {}  # asked once per assignment
+        self._starts: dict[int, int] = {}  # asked once per assignment (an unanswered ask is asked again)
+        self._checked: dict[int, tuple[int, float, int]] = {}  # partition -> (hole, when the log was asked, its start)
+        self._epochs: dict[int, int] = {}  # bumped at each revocation: an answer awaited across one is stale
 
     async def admit(self, partition: int, offset: int) -> bool:
-        """True: hand the message to the sink. False: it is ahead of the partition's position; the consumer
-        has been sent back, and the message will come again in turn."""
+        """True: hand the message to the sink. False: drop it; if it was ahead of the partition's position the
+        consumer has been sent back, and the message will come again in turn."""
+        epoch = self._epochs.get(partition, 0)
         expected = self._next_offset(partition)
+        if expected is not None and offset < expected:
+            return False  # a second copy of a message the sink holds
         if expected is None:
-            if partition not in self._starts:
-                self._starts[partition] = await self._start(partition)
-            expected = self._starts[partition]
-        if expected is None or offset <= expected:  # behind: the sink itself handles a consumer moved back
-            self._rewinding.pop(partition, None)
+            expected = self._starts.get(partition)
+            if expected is None:
+                expected = await self._start(partition)
+                if self._epochs.get(partition, 0) != epoch:
+                    return False  # revoked while asking: the message belongs to a finished assignment
+                if expected is None:
+                    return True  # nothing to hold it to: where the consumer starts is the start
+                self._starts[partition] = expected
+            if offset < expected:
+                return True  # a replay of committed messages, which the sink cuts as it cut them before
+        if offset == expected:
+            self._checked.pop(partition, None)
             return True
-        sought, since = self._rewinding.get(partition, (None, self._clock()))
-        if sought != expected:
-            since = self._clock()
-            log.warning("partition %d: the consumer delivered offset %d while %d was expected; seeking back to %d "
-                        "(faust-streaming's prefetch across a rebalance)", partition, offset, expected, expected)
-        elif self._clock() - since > GIVE_UP_S:
-            log.error("partition %d: offsets %d to %d never came after %.0f s of seeking back (deleted by retention "
-                      "before they were read?); going on from %d: those messages are not counted",
-                      partition, expected, offset - 1, GIVE_UP_S, offset)
-            self._rewinding.pop(partition, None)
-            return True
-        self._rewinding[partition] = (expected, since)
+        return await self._rewind(partition, offset, expected, epoch)
+
+    async def _rewind(self, partition: int, offset: int, expected: int, epoch: int) -> bool:
+        """``offset`` is past ``expected``: back to it, unless the log no longer holds it (asked once per hole,
+        and again every RECHECK_S while the hole stays: retention may delete it meanwhile)."""
+        checked = self._checked.get(partition)
+        if checked is None or checked[0] != expected or self._clock() - checked[1] > RECHECK_S:
+            log_start = await self._log_start(partition)
+            if self._epochs.get(partition, 0) != epoch:
+                return False
+            if checked is None or checked[0] != expected:
+                log.warning("partition %d: the consumer delivered offset %d while %d was expected; seeking back to "
+                            "%d (faust-streaming's prefetch across a rebalance)", partition, offset, expected, expected)
+            if log_start is not None:
+                self._checked[partition] = (expected, self._clock(), log_start)
+        else:
+            log_start = checked[2]
+        if log_start is not None and log_start > expected:
+            log.error("partition %d: offsets %d to %d are no longer in the log (retention deleted them before they "
+                      "were read): those messages are not counted", partition, expected, min(offset, log_start) - 1)
+            if offset <= log_start:
+                return True
+            expected = log_start
         self._on_rewind()
         await self._seek(partition, expected)
         return False
@@ -70,5 +98,6 @@ class OffsetSequencer:
     def forget(self, partitions: set[int]) -> None:
         """On revocation: a new assignment starts from its committed offsets."""
         for partition in partitions:
-            self._rewinding.pop(partition, None)
+            self._checked.pop(partition, None)
             self._starts.pop(partition, None)
+            self._epochs[partition] = self._epochs.get(partition, 0) + 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import faust
@@ -52,19 +54,21 @@ class Worker:
         self.sink = EventSink(ClickHouseWriter(db, metrics), _sink_config(settings), metrics,
                               ack=self._ack, caught_up=self._caught_up)
         self._metrics = metrics
-        self._sequencer = OffsetSequencer(self.sink.next_offset, self._start_offset, self._seek_back,
-                                          on_rewind=metrics.offset_rewinds.inc)
+        self._sequencer = self._sequencer_of(self.topic, self.sink.next_offset)
         self._progress = PartitionProgress()
         self._unread: dict[int, int] = {}  # next offset of assigned partitions the sink has not read yet
         self._end_offsets: dict[int, int] = {}  # asked of the broker: a partition never fetched has no highwater
         metrics.watch(self._lag, self.sink.oldest_pending_age_s)
         self._stream: Any = None
+        self._acking: set[int] = set()  # messages a sink is acknowledging right now (see _guard_acks)
         self._reloading: asyncio.Future[None] | None = None
         self.app.agent(self.topic, name="sink")(self._consume)
         # the tracker's refusals, counted per account for the usage report
         self.dead_letters = self.app.topic(settings.dead_letter_topic, value_type=bytes, key_type=bytes,
                                            partitions=settings.topic_partitions)
         self.rejections = RejectionSink(db, self._ack_rejection)
+        self._letters_next: dict[int, int] = {}  # next dead letter to read, per partition, since its assignment
+        self._letter_sequencer = self._sequencer_of(self.dead_letters, self._letters_next.get)
         self._rejection_stream: Any = None
         self.app.agent(self.dead_letters, name="rejections")(self._consume_rejections)
         self.app.timer(settings.flush_interval_s)(self.rejections.flush)
@@ -74,9 +78,35 @@ class Worker:
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
 
+    def _sequencer_of(self, topic: Any, next_offset: Callable[[int], int | None]) -> OffsetSequencer:
+        return OffsetSequencer(next_offset, partial(self._start_offset, topic), partial(self._log_start, topic),
+                               partial(self._seek_back, topic), on_rewind=self._metrics.offset_rewinds.inc)
+
     async def start(self) -> None:
         self.app.in_worker = True
+        self._guard_acks()
         await self.app.start()
+
+    def _guard_acks(self) -> None:
+        """Faust's stream acknowledges the messages it skips (another generation's, or taken while a rebalance
+        holds the flow), and an acknowledged offset may be committed: a commit could then run past messages no
+        sink has written, lost if the worker dies before they come again. Only the sinks' own acknowledgements
+        (``_acknowledge``) reach Faust's consumer. Wraps a method of Faust 0.15.3's consumer instance."""
+        consumer = self.app.consumer
+        faust_ack = consumer.ack
+
+        def ack(message: Any) -> bool:
+            return id(message) in self._acking and bool(faust_ack(message))
+
+        consumer.ack = ack
+
+    async def _acknowledge(self, stream: Any, event: Any) -> None:
+        key = id(event.message)
+        self._acking.add(key)
+        try:
+            await stream.ack(event)
+        finally:
+            self._acking.discard(key)
 
     async def stop(self) -> None:
         """Flushes what it can first, so a clean shutdown leaves nothing to replay."""
@@ -95,13 +125,16 @@ class Worker:
     async def _consume_rejections(self, stream: Any) -> None:
         self._rejection_stream = stream.noack()
         async for event in self._rejection_stream.events():
-            await self.rejections.add(event.message.partition, event.message.offset, event.value, event)
+            partition, offset = event.message.partition, event.message.offset
+            if await self._letter_sequencer.admit(partition, offset):
+                self._letters_next[partition] = offset + 1  # before the await: a revocation during it clears it
+                await self.rejections.add(partition, offset, event.value, event)
 
     async def _ack_rejection(self, event: Any) -> None:
-        await self._rejection_stream.ack(event)
+        await self._acknowledge(self._rejection_stream, event)
 
     async def _ack(self, event: Any) -> None:
-        await self._stream.ack(event)
+        await self._acknowledge(self._stream, event)
 
     def _caught_up(self, partition: int, next_offset: int) -> bool:
         """Whether the sink has read all the partition holds, by the newer of the fetches' highwater and the end
@@ -174,29 +207,45 @@ class Worker:
                     self._progress.stall_after_s, position.next_offset,
                     self._consumer_state(self.topic_partition(partition)))
 
-    async def _start_offset(self, partition: int) -> int | None:
+    async def _start_offset(self, topic: Any, partition: int) -> int | None:
         """Where the consumer resumed the partition at its assignment: the committed offset (Faust's own record of
-        it, private, where 0 reads as None), else the log's start (``auto_offset_reset`` is earliest); None if the
-        broker cannot say now (the message is then admitted as it comes)."""
-        tp = self.topic_partition(partition)
-        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        it, private, where 0 reads as None), else the log's start (``auto_offset_reset`` is earliest)."""
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(_tp(topic, partition))
         if committed:
             return int(committed)
+        return await self._log_start(topic, partition)
+
+    async def _log_start(self, topic: Any, partition: int) -> int | None:
+        """The partition's first offset still in the log; None if the broker cannot say now (the caller then
+        admits the message as it comes, or seeks back as if the offsets were there)."""
+        tp = _tp(topic, partition)
         try:
             earliest = await asyncio.wait_for(self.app.consumer.earliest_offsets(tp), START_OFFSET_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - broker away: no check for this assignment's first message
-            log.warning("could not ask where partition %d starts: %r", partition, exc)
+        except Exception as exc:  # noqa: BLE001 - broker away
+            log.warning("could not ask where partition %d of %s starts: %r", partition, tp.topic, exc)
             return None
         start = earliest.get(tp)
         return int(start) if start is not None else None
 
-    async def _seek_back(self, partition: int, offset: int) -> None:
-        """Faust's seek also resets its read offset, below which it drops messages. Its gaps (offsets it jumped
-        over, which it counts as acknowledged when committing) from ``offset`` on are cleared: the sink has not
-        written them."""
-        tp = self.topic_partition(partition)
-        await self.app.consumer.seek(tp, offset)
-        gaps = getattr(self.app.consumer, "_gap", {}).get(tp)
+    async def _seek_back(self, topic: Any, partition: int, offset: int) -> None:
+        """Seeks in the consumer's own thread (``seek_wait``, which also resets Faust's read offset, below which
+        it drops messages), then takes back what Faust counted as done from ``offset`` on, all private: its
+        acknowledgements (its stream acknowledges the messages it skips) and its gaps (offsets it jumped over).
+        Either would let a commit run ahead of the sink."""
+        tp = _tp(topic, partition)
+        try:
+            await self.app.consumer.seek_wait({tp: offset})
+        except Exception as exc:  # noqa: BLE001 - revoked meanwhile: the next assignment starts from the commit
+            log.warning("could not seek partition %d of %s back to %d: %r", partition, tp.topic, offset, exc)
+            return
+        consumer = self.app.consumer
+        acked = getattr(consumer, "_acked", {}).get(tp)
+        if acked:
+            acked[:] = [done for done in acked if done < offset]
+        index = getattr(consumer, "_acked_index", {}).get(tp)
+        if index:
+            index.difference_update([done for done in index if done >= offset])
+        gaps = getattr(consumer, "_gap", {}).get(tp)
         if gaps:
             gaps.chop(offset, 2**63)
 
@@ -238,12 +287,20 @@ class Worker:
 
     async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
         ours = {tp.partition for tp in revoked if tp.topic == self.topic.get_topic_name()}
+        letters = {tp.partition for tp in revoked if tp.topic == self.dead_letters.get_topic_name()}
         self._sequencer.forget(ours)
+        self._letter_sequencer.forget(letters)
+        for partition in letters:
+            self._letters_next.pop(partition, None)
         await self.sink.forget(ours)
 
 
 async def _nothing() -> dict[Any, int]:
     return {}
+
+
+def _tp(topic: Any, partition: int) -> Any:
+    return faust.types.TP(topic.get_topic_name(), partition)
 
 
 def _decode(value: bytes) -> EnrichedBatch | None:
