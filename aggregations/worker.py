@@ -210,9 +210,9 @@ class Worker:
     async def _start_offset(self, topic: Any, partition: int) -> int | None:
         """Where the consumer resumed the partition at its assignment: the committed offset (Faust's own record of
         it, private, where 0 reads as None), else the log's start (``auto_offset_reset`` is earliest)."""
-        committed = getattr(self.app.consumer, "_committed_offset", {}).get(_tp(topic, partition))
+        committed = self._committed(_tp(topic, partition))
         if committed:
-            return int(committed)
+            return committed
         return await self._log_start(topic, partition)
 
     async def _log_start(self, topic: Any, partition: int) -> int | None:
@@ -249,11 +249,16 @@ class Worker:
         if gaps:
             gaps.chop(offset, 2**63)
 
+    def _committed(self, tp: Any) -> int | None:
+        """Faust's own record of the partition's committed offset (private; 0 and none both read as None)."""
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        return int(committed) if committed is not None else None
+
     async def _resume_offset(self, tp: Any) -> int | None:
         """The committed offset (Faust's own record of it, private), else the fetcher's position."""
-        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        committed = self._committed(tp)
         if committed is not None:
-            return int(committed)
+            return committed
         try:
             return await self.app.consumer.position(tp)
         except Exception:  # noqa: BLE001 - no position yet (being reset): no figure this round
@@ -276,7 +281,7 @@ class Worker:
         return ", ".join(parts)
 
     def topic_partition(self, partition: int) -> Any:
-        return faust.types.TP(self.topic.get_topic_name(), partition)
+        return _tp(self.topic, partition)
 
     async def _on_assigned(self, app: Any, assigned: Any, **_: Any) -> None:
         self._progress.restart()  # a rebalance holds every partition back for a while: each starts afresh
