@@ -8,11 +8,13 @@ import orjson
 from starlette.responses import JSONResponse, Response
 
 
+def cors_headers(origin: str) -> dict[str, str]:
+    """What lets the page at ``origin`` read an answer, its Retry-After included (the SDK backs off by it)."""
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin", "Access-Control-Expose-Headers": "Retry-After"}
+
+
 def allow_origin(response: Response, origin: str) -> Response:
-    """Lets the page at ``origin`` read this answer, its Retry-After included (the SDK backs off by it)."""
-    response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers["Vary"] = "Origin"
-    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    response.headers.update(cors_headers(origin))
     return response
 
 

@@ -83,7 +83,8 @@ class EventProducer:
         if self.connected and self._spool.depth() == 0:
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(self._send_all(messages), self._spool_after_s)
+                async with asyncio.timeout(self._spool_after_s):  # not wait_for: no task per request
+                    await self._send_all(messages)
             except Exception as exc:  # noqa: BLE001 - timeout or broker error: the spool takes it
                 log.warning("Kafka did not acknowledge within %.1f s (%r): spooling", self._spool_after_s, exc)
             else:
@@ -98,7 +99,10 @@ class EventProducer:
     async def _send_all(self, messages: list[Message]) -> None:
         assert self._producer is not None
         futures = [await self._producer.send(topic, value, key=key) for topic, key, value in messages]
-        await asyncio.gather(*futures)
+        if len(futures) == 1:  # the common request: one batch, no dead letter; gather would wrap it again
+            await futures[0]
+        else:
+            await asyncio.gather(*futures)
 
     async def _run(self) -> None:
         """Connects (retrying while the broker is down), then drains the spool whenever it holds anything."""

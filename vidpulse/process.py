@@ -191,11 +191,11 @@ class Process:
         app = self.http_app()
         if self.producer is None:
             return app
-        beacons = Route("/v1/track", self.tracker.track, methods=["POST", "OPTIONS"])
+        beacons = self.tracker
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["path"] == "/v1/track" and scope["method"] in ("POST", "OPTIONS"):
-                await beacons.handle(scope, receive, send)
+                await beacons(scope, receive, send)
             else:
                 await app(scope, receive, send)
         return dispatch

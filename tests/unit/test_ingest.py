@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from ingest.enrich import Sender, check_events, enrich
 from ingest.geo import locate
-from ingest.identity import client_ip, fingerprint, session_key
+from ingest.identity import ClientAddress, client_ip, fingerprint, session_key
 from ingest.models import Envelope, encode_batch
 from ingest.timing import event_time_ms, time_error
 from ingest.useragent import classify
@@ -69,6 +69,18 @@ def test_forwarded_for_only_from_trusted_proxies():
     assert client_ip("10.1.1.1", "1.2.3.4, 5.6.7.8, 10.0.0.2", trusted) == "5.6.7.8"
     assert client_ip("9.9.9.9", "1.2.3.4", trusted) == "9.9.9.9"
     assert client_ip("10.1.1.1", "not-an-ip", trusted) == "10.1.1.1"
+
+
+def test_the_trackers_remembered_verdicts_answer_as_client_ip():
+    trusted = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")]
+    cases = [("10.1.1.1", "1.2.3.4, 5.6.7.8, 10.0.0.2"), ("9.9.9.9", "1.2.3.4"), ("10.1.1.1", "not-an-ip"),
+             ("10.1.1.1", None), ("10.1.1.1", " , "), ("10.1.1.1", "10.2.2.2, 10.3.3.3"), ("", "1.2.3.4"),
+             ("2001:db8::1", "2001:db9::5"), ("10.1.1.1", "1.2.3.4, not-an-ip, 10.0.0.2"), ("bogus", "1.2.3.4")]
+    remembered = ClientAddress(trusted, limit=3)  # forgets all several times over the cases
+    for _ in range(2):
+        for peer, forwarded in cases:
+            assert remembered(peer, forwarded) == client_ip(peer, forwarded, trusted), (peer, forwarded)
+    assert len(remembered._verdicts) <= 3
 
 
 def test_fingerprint_is_keyed_and_stable():
