@@ -63,6 +63,7 @@ import psutil  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from bench.common import KeepNothing, delete_topics, find_broker, keep_or_remove, log_warnings  # noqa: E402
+from ingest.producer import PRODUCER_OPTIONS  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from tests.vidpulse_process import VidpulseProcess, free_port  # noqa: E402
 
@@ -269,8 +270,7 @@ def serve_baseline(bootstrap: str, topic: str, port: int) -> None:
 
     async def lifespan(_: Any):  # type: ignore[no-untyped-def]
         await ensure_topics(bootstrap, [topic], PARTITIONS)
-        state["producer"] = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                             linger_ms=2, request_timeout_ms=30_000)
+        state["producer"] = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_OPTIONS)
         await state["producer"].start()
         try:
             yield

@@ -28,6 +28,12 @@ from ingest.topics import ensure_topics
 log = logging.getLogger(__name__)
 DRAIN_BATCH = 200
 RETRY_S = 1.0
+# Every message acknowledged by all in-sync replicas, written once (idempotent). A batch of up to 256 KiB per
+# partition, not aiokafka's 16 KiB: an enriched 20-event message is ~5 KB, so the default batch held three of
+# them and, with one request in flight per partition, requests queued behind each other's acknowledgements.
+# ``bench/throughput.py``'s bare endpoint produces with these same options.
+PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 2,
+                                    "max_batch_size": 256 * 1024, "request_timeout_ms": 30_000}
 
 
 class PublishError(Exception):
@@ -83,8 +89,7 @@ class EventProducer:
         if self.connected and self._spool.depth() == 0:
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(self._spool_after_s):  # not wait_for: no task per request
-                    await self._send_all(messages)
+                await asyncio.wait_for(self._send_all(messages), self._spool_after_s)
             except Exception as exc:  # noqa: BLE001 - timeout or broker error: the spool takes it
                 log.warning("Kafka did not acknowledge within %.1f s (%r): spooling", self._spool_after_s, exc)
             else:
@@ -99,10 +104,7 @@ class EventProducer:
     async def _send_all(self, messages: list[Message]) -> None:
         assert self._producer is not None
         futures = [await self._producer.send(topic, value, key=key) for topic, key, value in messages]
-        if len(futures) == 1:  # the common request: one batch, no dead letter; gather would wrap it again
-            await futures[0]
-        else:
-            await asyncio.gather(*futures)
+        await asyncio.gather(*futures)
 
     async def _run(self) -> None:
         """Connects (retrying while the broker is down), then drains the spool whenever it holds anything."""
@@ -121,8 +123,7 @@ class EventProducer:
     async def _connect(self) -> None:
         await ensure_topics(self._bootstrap, [self._events_topic, self._dead_letter_topic], self._partitions,
                             self._replication)
-        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True,
-                                    linger_ms=2, request_timeout_ms=30_000)
+        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, **PRODUCER_OPTIONS)
         await producer.start()
         self._producer, self.connected = producer, True
         log.info("connected to Kafka at %s", self._bootstrap)
