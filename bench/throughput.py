@@ -759,7 +759,7 @@ def report(results: dict[str, Any]) -> str:
     if memory:
         lines.append(f"sessionizer: {memory['sessions']} open sessions of 20 events: "
                      f"{memory['bytes_per_session']:.0f} bytes per session (tracemalloc)")
-    for part in ("tracker", "worker", "worker_server"):
+    for part in ("baseline", "tracker", "worker", "worker_server"):
         profile = results.get(f"profile_{part}")
         if profile and "self" in profile:
             lines.append(f"profile of the {part} ({profile['samples']} samples), top self time:")
@@ -786,7 +786,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "supervised and split; up, supervised and split run in the order given)")
     parser.add_argument("--catch-up-timeout", type=float, default=600, help="give the worker this long (default 600)")
     parser.add_argument("--memory-sessions", type=int, default=20_000, help="sessions for the memory part (default 20000)")
-    parser.add_argument("--profile", action="store_true", help="py-spy the tracker (20 events/request) and the worker")
+    parser.add_argument("--profile", action="store_true", help="py-spy the bare endpoint, the tracker (20 events/request) "
+                        "and the worker")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"numbers written here (default {DEFAULT_JSON})")
     parser.add_argument("--keep-workdir", action="store_true")
     args = parser.parse_args(argv)
@@ -827,8 +828,12 @@ def main(argv: list[str] | None = None) -> int:
             baseline = BaselineServer(bootstrap, f"test-{run_id}.baseline", workdir)
             try:
                 run_wrk(baseline.url, 20, args.warmup, args.connections, "bw")
+                profiler = Profiler(baseline.proc.pid, args.seconds - 1, args.json.with_name(
+                    f"{args.json.stem}-baseline.profile.txt")) if args.profile else None
                 results["http_baseline"] = run_wrk(baseline.url, 20, args.seconds, args.connections, "b20",
                                                    pid=baseline.proc.pid)
+                if profiler:
+                    results["profile_baseline"] = profiler.finish()
                 results["http_baseline"]["label"] = "baseline x20"
                 print("  " + fmt_run(results["http_baseline"]), file=sys.stderr)
             finally:

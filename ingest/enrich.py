@@ -6,6 +6,7 @@ Pure functions: no I/O, so the tracker's behaviour is unit-tested with plain dat
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -15,6 +16,9 @@ from ingest.models import EVENT_ADAPTER, EnrichedBatch, EnrichedEvent, Envelope
 from ingest.timing import event_time_ms, time_error
 
 DUPLICATE_ID = "duplicate_id: an earlier event in this batch has the same id"
+
+DAY_MS = 86_400_000
+EPOCH = dt.date(1970, 1, 1)
 
 
 class Sender(NamedTuple):
@@ -70,7 +74,7 @@ def enrich(envelope: Envelope, events: list[EnrichedEvent], sender: Sender, salt
 
 def batch_fields(envelope: Envelope, sender: Sender, salt: bytes, locator: geo.Locator | None) -> dict[str, Any]:
     """An enriched batch's fields but its events: the one place identity, device and place are derived, for the
-    model path above and the tracker's fast path (``ingest.fastpath``)."""
+    model path above and the tracker's fast path (``ingest.fastpath``, whose envelope reads like the model)."""
     fingerprint = identity.fingerprint(salt, envelope.account, sender.ip, sender.user_agent, envelope.player)
     agent = useragent.classify(sender.user_agent)
     place = locator.locate(sender.ip) if locator else geo.locate(sender.ip)
@@ -87,5 +91,10 @@ def batch_fields(envelope: Envelope, sender: Sender, salt: bytes, locator: geo.L
 
 
 def salt_for(secret: str, rotate: bool, received_at_ms: int) -> bytes:
-    today = dt.datetime.fromtimestamp(received_at_ms / 1000, dt.timezone.utc).date()
-    return identity.daily_salt(secret, rotate, today)
+    return _salt_of_day(secret, rotate, received_at_ms // DAY_MS)
+
+
+@functools.lru_cache(maxsize=4)
+def _salt_of_day(secret: str, rotate: bool, day: int) -> bytes:
+    """Once per UTC day, not per request (a date and a string each time were 1.5 % of a busy tracker)."""
+    return identity.daily_salt(secret, rotate, EPOCH + dt.timedelta(days=day))

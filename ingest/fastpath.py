@@ -15,7 +15,9 @@ The output dicts have the fields and order of ``EnrichedEvent``/``EnrichedBatch`
 
 from __future__ import annotations
 
+import math
 import re
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -23,13 +25,15 @@ from pydantic import ValidationError
 
 from ingest import geo
 from ingest.enrich import DUPLICATE_ID, Rejection, Sender, batch_fields, validation_reason
-from ingest.models import EVENT_ADAPTER, MAX_MS, EnrichedEvent, Envelope
-from ingest.timing import event_time_ms, time_error
+from ingest.models import EVENT_ADAPTER, MAX_MS, EnrichedEvent, Envelope, known_zone, page_domain
+from ingest.timing import event_time_ms, time_error, window
 
 MAX_EVENT_MS = 600_000  # ingest.models.Ms
 # An id the models would keep as is: printable ASCII, no surrounding space (nothing to strip), 1 to 64 long.
 _PLAIN_ID = re.compile(r"[!-~](?:[ -~]{0,62}[!-~])?")
 _PERCENTS = frozenset((25, 50, 75, 100))
+_ACCOUNT = re.compile(r"[A-Za-z0-9_-]{1,64}")  # ingest.models.Ident, as the envelope bounds it
+_SESSION = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 class Record(dict):  # type: ignore[type-arg]
@@ -43,6 +47,34 @@ class Record(dict):  # type: ignore[type-arg]
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+class PlainContext(msgspec.Struct, frozen=True):
+    """``Context``'s fields and its ``domain``, for a context read by hand (attributes, as the model's)."""
+
+    tz: str | None
+    user: str | None
+    page: str | None
+    duration: float | None
+    domain: str
+
+
+class PlainEnvelope(msgspec.Struct, frozen=True):
+    """``Envelope``'s fields, for an envelope read by hand; a struct, since the hot path reads its attributes."""
+
+    v: int
+    account: str
+    player: str
+    session: str
+    video: str
+    live: bool
+    sent_at: int | None
+    context: PlainContext
+    events: list[Any]
+
+
+_NO_CONTEXT = PlainContext(tz=None, user=None, page=None, duration=None, domain="")  # Context()
+_MISSING = object()
 
 
 
@@ -139,11 +171,51 @@ def plain_event(raw: Any) -> Record | None:
     return event if fields(raw, event) else None
 
 
-def check_events(envelope: Envelope, received_at_ms: int, lateness_s: int) -> tuple[list[Record], list[Rejection]]:
+def plain_envelope(payload: Any) -> PlainEnvelope | None:
+    """``Envelope``'s fields (``context`` with its ``domain``) of an envelope that is plainly valid; None to ask
+    the model. The events stay raw, as in the model."""
+    if type(payload) is not dict:
+        return None
+    get = payload.get
+    account, session, player, video = get("account"), get("session"), get("player"), get("video")
+    version, live, sent_at, events = get("v", 1), get("live", False), get("sent_at"), get("events")
+    if not (type(account) is str and _ACCOUNT.fullmatch(account) and type(session) is str
+            and _SESSION.fullmatch(session) and _plain_text(player, 64) and player and _plain_text(video, 128)
+            and video and type(version) is int and version == 1 and type(live) is bool
+            and (sent_at is None or (type(sent_at) is int and 0 <= sent_at <= MAX_MS))
+            and type(events) is list and events):
+        return None
+    context = _plain_context(get("context", _MISSING))
+    if context is None:
+        return None
+    return PlainEnvelope(v=1, account=account, player=player, session=session, video=video, live=live,
+                         sent_at=sent_at, context=context, events=events)
+
+
+def _plain_context(raw: Any) -> PlainContext | None:
+    if raw is _MISSING:
+        return _NO_CONTEXT
+    if type(raw) is not dict:
+        return None
+    tz, user, page, duration = raw.get("tz"), raw.get("user"), raw.get("page"), raw.get("duration")
+    if not ((tz is None or _plain_text(tz, 64)) and (user is None or (_plain_text(user, 128) and user))
+            and (page is None or _plain_text(page, 2048))):
+        return None
+    if type(duration) is int and 0 <= duration <= 2**53:
+        duration = float(duration)
+    elif not (duration is None or (type(duration) is float and 0 <= duration < math.inf)):
+        return None
+    return PlainContext(tz=known_zone(tz), user=user, page=page, duration=duration, domain=page_domain(page))
+
+
+def check_events(envelope: Envelope | PlainEnvelope, received_at_ms: int,
+                 lateness_s: int) -> tuple[list[Record], list[Rejection]]:
     """``ingest.enrich.check_events`` with dicts out: the same events accepted, the same rejections and reasons."""
     accepted: list[Record] = []
     rejected: list[Rejection] = []
     seen_ids: set[str] = set()
+    earliest, latest = window(received_at_ms, lateness_s)
+    sent_at = envelope.sent_at
     for index, raw in enumerate(envelope.events):
         event = plain_event(raw)
         if event is None:
@@ -153,8 +225,8 @@ def check_events(envelope: Envelope, received_at_ms: int, lateness_s: int) -> tu
                 rejected.append(Rejection(index, validation_reason(exc, "event"), raw))
                 continue
             event = Record(msgspec.structs.asdict(EnrichedEvent(event_time_ms=0, **model.model_dump())))
-        when = event_time_ms(received_at_ms, envelope.sent_at, event["ts"])
-        reason = time_error(when, received_at_ms, lateness_s)
+        when = event_time_ms(received_at_ms, sent_at, event["ts"])
+        reason = None if earliest <= when <= latest else time_error(when, received_at_ms, lateness_s)
         if reason is None and event["id"] in seen_ids:
             reason = DUPLICATE_ID
         if reason:
@@ -166,8 +238,11 @@ def check_events(envelope: Envelope, received_at_ms: int, lateness_s: int) -> tu
     return accepted, rejected
 
 
-def enrich(envelope: Envelope, events: list[Record], sender: Sender, salt: bytes,
+def enrich(envelope: Envelope | PlainEnvelope, events: list[Record], sender: Sender, salt: bytes,
            locator: geo.Locator | None = None) -> Record:
     """``ingest.enrich.enrich`` as the dict its ``batch_dict()`` would be: what the tracker sends to Kafka."""
     return Record(**batch_fields(envelope, sender, salt, locator),
-                  events=sorted(events, key=lambda event: (event["event_time_ms"], event["id"])))
+                  events=sorted(events, key=_EVENT_ORDER))
+
+
+_EVENT_ORDER = itemgetter("event_time_ms", "id")  # the model path's (event_time_ms, id), without a lambda per event

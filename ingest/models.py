@@ -7,6 +7,7 @@ is rejected with its reason and the rest of the batch is still accepted.
 
 from __future__ import annotations
 
+import functools
 import re
 import zoneinfo
 from typing import Annotated, Any, Literal, Union
@@ -50,23 +51,33 @@ class Context(_Strict):
     @field_validator("tz", mode="after")
     @classmethod
     def _drop_unknown_zone(cls, value: str | None) -> str | None:
-        """Invalid zone names are dropped, not fatal (beacon protocol)."""
-        if not value or len(value) > 64:
-            return None
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            return None
-        return value
+        return known_zone(value)
 
     @property
     def domain(self) -> str:
-        if not self.page:
-            return ""
-        try:
-            return (urlsplit(self.page).hostname or "").lower()
-        except ValueError:
-            return ""
+        return page_domain(self.page)
+
+
+@functools.lru_cache(maxsize=1024)
+def known_zone(value: str | None) -> str | None:
+    """Invalid zone names are dropped, not fatal (beacon protocol). Remembered: players send a few dozen zones."""
+    if not value or len(value) > 64:
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    return value
+
+
+def page_domain(page: str | None) -> str:
+    """The page's host name, lower case; empty when there is no page or it is no URL."""
+    if not page:
+        return ""
+    try:
+        return (urlsplit(page).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 class Envelope(_Strict):

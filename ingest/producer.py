@@ -89,7 +89,8 @@ class EventProducer:
         if self.connected and self._spool.depth() == 0:
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(self._send_all(messages), self._spool_after_s)
+                async with asyncio.timeout(self._spool_after_s):  # not wait_for: no task per request
+                    await self._send_all(messages)
             except Exception as exc:  # noqa: BLE001 - timeout or broker error: the spool takes it
                 log.warning("Kafka did not acknowledge within %.1f s (%r): spooling", self._spool_after_s, exc)
             else:

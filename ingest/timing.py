@@ -12,10 +12,16 @@ def event_time_ms(received_at_ms: int, sent_at_ms: int | None, ts_ms: int) -> in
     return received_at_ms - (sent_at_ms - ts_ms)
 
 
+def window(received_at_ms: int, lateness_s: int) -> tuple[int, int]:
+    """The earliest and latest event times (inclusive) a batch received at ``received_at_ms`` may carry."""
+    return received_at_ms - lateness_s * 1000, received_at_ms + FUTURE_TOLERANCE_MS
+
+
 def time_error(event_ms: int, received_at_ms: int, lateness_s: int) -> str | None:
     """The rejection reason for an event time outside what the pipeline accepts, else None."""
-    if event_ms > received_at_ms + FUTURE_TOLERANCE_MS:
+    earliest, latest = window(received_at_ms, lateness_s)
+    if event_ms > latest:
         return "in_future: event time is more than 60 s after the tracker's clock"
-    if event_ms < received_at_ms - lateness_s * 1000:
+    if event_ms < earliest:
         return f"too_late: event time is older than the lateness window of {lateness_s} s"
     return None

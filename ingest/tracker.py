@@ -180,7 +180,12 @@ class Tracker:
         if origin and not _opens(allowed, origin):
             raise BeaconError(403, f"origin {origin} is not allowed for account {account}")
 
-    async def _envelope(self, payload: Any, sender: Sender) -> Envelope:
+    async def _envelope(self, payload: Any, sender: Sender) -> Envelope | fastpath.PlainEnvelope:
+        """A plainly valid envelope checked by hand (``fastpath.plain_envelope``); every other one, and every
+        refusal and its reason, by the model."""
+        plain = fastpath.plain_envelope(payload)
+        if plain is not None:
+            return plain
         try:
             return Envelope.model_validate(payload)
         except ValidationError as exc:
@@ -274,7 +279,7 @@ def _event_count(payload: Any) -> int:
     return len(events) if isinstance(events, list) and events else 1
 
 
-def _dead_letter(rejection: Rejection, envelope: Envelope, sender: Sender) -> dict[str, Any]:
+def _dead_letter(rejection: Rejection, envelope: Envelope | fastpath.PlainEnvelope, sender: Sender) -> dict[str, Any]:
     return {"reason": rejection.error, "received_at_ms": sender.received_at_ms, "account": envelope.account,
             "session": envelope.session, "video": envelope.video, "index": rejection.index, "event": rejection.event}
 

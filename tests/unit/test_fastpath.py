@@ -1,9 +1,11 @@
 """The tracker's fast path (ingest.fastpath) accepts and rejects exactly what the models do, with the same reasons
 and the same Kafka message, on a corpus of valid and invalid batches and on generated ones."""
 
+import msgspec
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from ingest import enrich as slow
 from ingest import fastpath
@@ -140,3 +142,96 @@ EVENTS = st.fixed_dictionaries(
        sent_at=st.one_of(st.none(), st.sampled_from([NOW, NOW + 3_600_000, NOW - 5_000])))
 def test_generated_batches_are_judged_the_same(events, sent_at):
     assert_same(envelope(events, sent_at=sent_at))
+
+
+BASE = {"account": "1234", "player": "web", "session": "abcdefgh", "video": "5555", "events": [VALID[0]]}
+PLAIN_ENVELOPES = [
+    BASE,
+    {**BASE, "v": 1, "live": True, "sent_at": NOW, "unknown": "\x00 ignored"},
+    {**BASE, "sent_at": None, "sent_at2": 5, "account": "a-b_C", "session": "s" * 64, "player": "x" * 64},
+    {**BASE, "video": "a video: with spaces", "context": {}},
+    {**BASE, "context": {"tz": "Europe/Berlin", "page": "https://WWW.Example.com/watch?x=1", "duration": 600}},
+    {**BASE, "context": {"tz": "Not/AZone", "user": "u-1", "page": "", "duration": 12.5, "other": [1]}},
+    {**BASE, "context": {"tz": "", "page": "not a url [", "duration": 0}},
+    {**BASE, "context": {"tz": None, "user": None, "page": None, "duration": None}},
+    {**BASE, "context": {"tz": "UTC", "page": "http://[::1", "duration": 2**53}},
+]
+OTHER_ENVELOPES = [  # each valid with coercion by the model, or invalid: the model decides
+    [], "text", None, {**BASE, "v": 2}, {**BASE, "v": None}, {**BASE, "v": True}, {**BASE, "v": 1.0},
+    {k: v for k, v in BASE.items() if k != "account"}, {**BASE, "account": ""}, {**BASE, "account": "a" * 65},
+    {**BASE, "account": " 1234 "}, {**BASE, "account": "12 34"}, {**BASE, "account": 1234},
+    {**BASE, "session": "short"}, {**BASE, "session": "s" * 65}, {**BASE, "session": "abcdefgh\n"},
+    {**BASE, "player": ""}, {**BASE, "player": "   "}, {**BASE, "player": " web "}, {**BASE, "player": "x" * 65},
+    {**BASE, "player": "wéb"}, {**BASE, "player": "w\x07"}, {**BASE, "video": "v" * 129}, {**BASE, "video": 5555},
+    {**BASE, "live": "true"}, {**BASE, "live": 1}, {**BASE, "live": None},
+    {**BASE, "sent_at": -1}, {**BASE, "sent_at": MAX_MS + 1}, {**BASE, "sent_at": float(NOW)}, {**BASE, "sent_at": True},
+    {**BASE, "sent_at": str(NOW)}, {**BASE, "events": []}, {**BASE, "events": {"0": VALID[0]}},
+    {k: v for k, v in BASE.items() if k != "events"}, {**BASE, "context": None}, {**BASE, "context": []},
+    {**BASE, "context": {"tz": " UTC "}}, {**BASE, "context": {"tz": "x" * 65}}, {**BASE, "context": {"tz": 5}},
+    {**BASE, "context": {"user": ""}}, {**BASE, "context": {"user": "u" * 129}}, {**BASE, "context": {"user": " u"}},
+    {**BASE, "context": {"page": "p" * 2049}}, {**BASE, "context": {"page": "https://é.example"}},
+    {**BASE, "context": {"page": "a\tb"}}, {**BASE, "context": {"duration": -1}},
+    {**BASE, "context": {"duration": True}}, {**BASE, "context": {"duration": "12"}},
+    {**BASE, "context": {"duration": 2**60}},
+]
+
+
+def model_fields(payload):
+    """What the tracker reads of an envelope, from the model; None when the model refuses it."""
+    try:
+        env = Envelope.model_validate(payload)
+    except ValidationError:
+        return None
+    context = env.context
+    return {"v": env.v, "account": env.account, "player": env.player, "session": env.session, "video": env.video,
+            "live": env.live, "sent_at": env.sent_at,
+            "context": {"tz": context.tz, "user": context.user, "page": context.page, "duration": context.duration,
+                        "domain": context.domain}, "events": env.events}
+
+
+def assert_same_envelope(payload):
+    plain = fastpath.plain_envelope(payload)
+    if plain is not None:
+        expected = model_fields(payload)
+        assert expected is not None, payload
+        # the same values and types (600.0 is not 600)
+        assert orjson.dumps(msgspec.to_builtins(plain)) == orjson.dumps(expected), payload
+
+
+def test_plain_envelopes_are_read_as_the_model_reads_them_and_take_the_fast_way():
+    for payload in PLAIN_ENVELOPES:
+        assert fastpath.plain_envelope(payload) is not None, payload
+        assert_same_envelope(payload)
+
+
+def test_every_other_envelope_is_left_to_the_model():
+    """Anything the model would coerce, trim, drop or refuse goes to the model: its reasons stay the only ones."""
+    for payload in OTHER_ENVELOPES:
+        assert fastpath.plain_envelope(payload) is None, payload
+
+
+ENVELOPE_TEXT = st.one_of(TEXT, st.from_regex(r"[A-Za-z0-9_ -]{0,70}", fullmatch=True), st.none())
+def mostly(*valid):
+    """Usually one of ``valid``, else any text: most generated envelopes are plain, the rest test the borders."""
+    return st.one_of(st.sampled_from(valid), st.sampled_from(valid), st.sampled_from(valid), ENVELOPE_TEXT)
+
+
+ENVELOPES = st.fixed_dictionaries({
+    "account": mostly("1234", "a-b_C", "x" * 64), "session": mostly("abcdefgh", "s" * 64, "A_b-c123"),
+    "player": mostly("web", "p 1", "x" * 64), "video": mostly("5555", "a video", "v" * 128),
+    "events": st.sampled_from([[VALID[0]], [VALID[0]], [VALID[0]], [VALID[0]], [], None, "x"]),
+}, optional={
+    "v": st.sampled_from([1, 1, 2, None, True, 1.0]), "live": st.sampled_from([True, False, 0, "true", None]),
+    "sent_at": st.sampled_from([NOW, 0, -1, MAX_MS, MAX_MS + 1, None, float(NOW), True]),
+    "context": st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+        "tz": st.one_of(st.sampled_from(["UTC", "Europe/Berlin", "Bad/Zone", " UTC", ""]), ENVELOPE_TEXT),
+        "user": mostly(None, "u-1"), "page": mostly("https://A.b/c", "http://[x", ""),
+        "duration": st.one_of(st.none(), st.floats(allow_nan=False), st.integers(-5, 2**60), st.booleans())}),
+        st.just({"tz": "UTC"})),
+})
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ENVELOPES)
+def test_generated_envelopes_are_read_as_the_model_reads_them(payload):
+    assert_same_envelope(payload)

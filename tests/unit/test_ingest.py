@@ -149,3 +149,14 @@ def test_the_removed_allowed_origins_variable_is_refused_with_what_to_do_instead
         assert "vidpulse accounts update" in str(exc)
     else:
         raise AssertionError("VIDPULSE_ALLOWED_ORIGINS was accepted and would be ignored")
+
+
+def test_the_remembered_salt_is_the_salt_of_the_utc_day():
+    import datetime as dt
+
+    from ingest.enrich import salt_for
+    from ingest.identity import daily_salt
+    for ms in (0, 1, 86_399_999, 86_400_000, NOW, -1, -86_400_001):
+        day = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).date()
+        assert salt_for("secret", True, ms) == daily_salt("secret", True, day), ms
+        assert salt_for("secret", False, ms) == b"secret"
