@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from ingest import geo
 from ingest.enrich import DUPLICATE_ID, Rejection, Sender, batch_fields, validation_reason
 from ingest.models import EVENT_ADAPTER, MAX_MS, EnrichedEvent, Envelope, known_zone, page_domain
-from ingest.timing import event_time_ms, time_error, window
+from ingest.timing import clock_offset, time_error, window
 
 MAX_EVENT_MS = 600_000  # ingest.models.Ms
 # An id the models would keep as is: printable ASCII, no surrounding space (nothing to strip), 1 to 64 long.
@@ -90,7 +90,7 @@ def _plain_text(value: Any, limit: int) -> bool:
 
 def _progress(raw: dict[str, Any], event: dict[str, Any]) -> bool:
     watched = raw.get("watched_ms", 0)
-    if not _ms(watched):
+    if type(watched) is not int or not 0 <= watched <= MAX_EVENT_MS:  # _ms, inlined: the commonest event
         return False
     position = raw.get("position")
     if position is not None:
@@ -98,13 +98,15 @@ def _progress(raw: dict[str, Any], event: dict[str, Any]) -> bool:
             position = float(position)
         elif type(position) is not float:
             return False
-    percentiles = raw.get("percentiles", [])
-    if type(percentiles) is not list or len(percentiles) > 1000:
-        return False
-    for value in percentiles:
-        if type(value) is not int or not 0 <= value <= 100:
+    percentiles = raw.get("percentiles", _MISSING)
+    if percentiles is not _MISSING:  # else the fresh empty list plain_event gave the event
+        if type(percentiles) is not list or len(percentiles) > 1000:
             return False
-    event["watched_ms"], event["position"], event["percentiles"] = watched, position, list(percentiles)
+        for value in percentiles:
+            if type(value) is not int or not 0 <= value <= 100:
+                return False
+        event["percentiles"] = list(percentiles)
+    event["watched_ms"], event["position"] = watched, position
     return True
 
 
@@ -166,9 +168,16 @@ def plain_event(raw: Any) -> Record | None:
     if fields is None or type(event_id) is not str or _PLAIN_ID.fullmatch(event_id) is None \
             or type(ts) is not int or not 0 <= ts <= MAX_MS:
         return None
-    event = Record(id=event_id, type=kind, ts=ts, event_time_ms=0, watched_ms=0, position=None, percentiles=[],
-                   startup_ms=None, percent=0, duration_ms=0, server_side=False, code="", message="", fatal=False)
+    event = Record(_EVENT_DEFAULTS)  # a copy of a dict, then four keys: half the cost of sixteen keywords
+    event["id"], event["type"], event["ts"], event["percentiles"] = event_id, kind, ts, []
     return event if fields(raw, event) else None
+
+
+# EnrichedEvent's fields in its order (the Kafka message's bytes depend on it) with their defaults; plain_event
+# sets id, type, ts and a list of its own for percentiles.
+_EVENT_DEFAULTS = {"id": "", "type": "", "ts": 0, "event_time_ms": 0, "watched_ms": 0, "position": None,
+                   "percentiles": None, "startup_ms": None, "percent": 0, "duration_ms": 0, "server_side": False,
+                   "code": "", "message": "", "fatal": False}
 
 
 def plain_envelope(payload: Any) -> PlainEnvelope | None:
@@ -215,7 +224,7 @@ def check_events(envelope: Envelope | PlainEnvelope, received_at_ms: int,
     rejected: list[Rejection] = []
     seen_ids: set[str] = set()
     earliest, latest = window(received_at_ms, lateness_s)
-    sent_at = envelope.sent_at
+    offset = clock_offset(received_at_ms, envelope.sent_at)  # event_time_ms, one subtraction per batch
     for index, raw in enumerate(envelope.events):
         event = plain_event(raw)
         if event is None:
@@ -225,7 +234,7 @@ def check_events(envelope: Envelope | PlainEnvelope, received_at_ms: int,
                 rejected.append(Rejection(index, validation_reason(exc, "event"), raw))
                 continue
             event = Record(msgspec.structs.asdict(EnrichedEvent(event_time_ms=0, **model.model_dump())))
-        when = event_time_ms(received_at_ms, sent_at, event["ts"])
+        when = event["ts"] + offset
         reason = None if earliest <= when <= latest else time_error(when, received_at_ms, lateness_s)
         if reason is None and event["id"] in seen_ids:
             reason = DUPLICATE_ID

@@ -7,9 +7,12 @@ FUTURE_TOLERANCE_MS = 60_000
 
 def event_time_ms(received_at_ms: int, sent_at_ms: int | None, ts_ms: int) -> int:
     """received_at - (sent_at - ts): the device's offset cancels out when it sent both clocks."""
-    if sent_at_ms is None:
-        return ts_ms
-    return received_at_ms - (sent_at_ms - ts_ms)
+    return ts_ms + clock_offset(received_at_ms, sent_at_ms)
+
+
+def clock_offset(received_at_ms: int, sent_at_ms: int | None) -> int:
+    """What to add to a device time of the batch to get its event time (exact integers: the same as above)."""
+    return 0 if sent_at_ms is None else received_at_ms - sent_at_ms
 
 
 def window(received_at_ms: int, lateness_s: int) -> tuple[int, int]:
