@@ -43,6 +43,7 @@ import httpx  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
 from bench.common import clean_up, find_broker, fmt, log_warnings, report_failure, summary  # noqa: E402
+from ingest.producer import PRODUCER_OPTIONS  # noqa: E402
 from ingest.topics import ensure_topics  # noqa: E402
 from tests.vidpulse_process import VidpulseProcess  # noqa: E402
 
@@ -66,9 +67,9 @@ FORWARDED_FOR = "8.8.8.8"  # vidpulse trusts 127.0.0.1 as a proxy: this is the "
 # --------------------------------------------------------------------------- baseline
 
 async def kafka_round_trips(bootstrap: str, topic: str, samples: int) -> dict[str, list[float]]:
-    """Produce (acks=all, idempotent, like the tracker) -> a consumer reading it back, one message at a time."""
+    """Produce (the tracker's producer options) -> a consumer reading it back, one message at a time."""
     await ensure_topics(bootstrap, [topic], 1)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_OPTIONS)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     consumer.assign([TopicPartition(topic, 0)])

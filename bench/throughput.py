@@ -4,7 +4,7 @@ Parts, in order (each starts and stops its own processes; every figure is read w
 load average, since this machine is shared):
 
 1. **HTTP baseline**: a bare Starlette endpoint that produces the request body to Kafka (aiokafka,
-   ``acks=all``, idempotent, ``linger_ms=2``: the tracker's producer settings) and answers 202 after
+   ``ingest.producer.PRODUCER_OPTIONS``: the tracker's producer settings) and answers 202 after
    the ack, served by the same uvicorn configuration as vidpulse (``vidpulse.cli.serve``).
 2. **Tracker**: ``vidpulse tracker`` alone, driven by wrk (``bench/track.lua``: a new session per
    request, videos, client addresses and User-Agents varied) at 20 events per request, then 1 and
