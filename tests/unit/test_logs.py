@@ -178,6 +178,80 @@ def test_access_line_has_method_path_status_duration_and_id_but_no_client_addres
         assert secret not in everything
 
 
+class Writes(io.StringIO):
+    """A stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def ours_alone() -> logs.JsonLinesHandler:
+    """The root logger with our handler only: pytest adds capture handlers of its own, which (rightly) send access
+    lines the slow way, through logging."""
+    root = logging.getLogger()
+    (handler,) = [h for h in root.handlers if isinstance(h, logs.JsonLinesHandler)]
+    root.handlers[:] = [handler]
+    return handler
+
+
+def test_the_access_line_written_directly_is_the_line_logging_writes(lines, monkeypatch):
+    monkeypatch.setattr(logs.time, "time", lambda: 1796864083.228)  # a time whose float is just below .228
+    monkeypatch.setattr(logs.time, "perf_counter", lambda: 50.0)
+    scope = {"method": "POST", "path": "/v1/track"}
+    token = logs._request_id.set("req-1")
+    try:
+        extra = logging.NullHandler()
+        logging.getLogger().addHandler(extra)
+        assert logs._fast_handler() is None  # another handler would miss the line: through logging
+        logs._log_access(scope, 202, 49.9987654)
+        logging.getLogger().removeHandler(extra)
+        handler = ours_alone()
+        assert logs._fast_handler() is handler
+        logs._log_access(scope, 202, 49.9987654)
+    finally:
+        logs._request_id.reset(token)
+    through_logging, direct = lines.stream.getvalue().splitlines()
+    assert direct == through_logging
+    assert json.loads(direct)["ts"] == "2026-12-10T00:54:43.228Z" and json.loads(direct)["duration_ms"] == 1.235
+
+
+def test_a_filter_or_a_level_on_the_way_sends_the_access_line_through_logging(lines):
+    ours_alone()
+    logs.access_log.addFilter(lambda record: False)
+    try:
+        assert logs._fast_handler() is None
+        logs._log_access({"method": "GET", "path": "/x"}, 200, 0.0)
+    finally:
+        logs.access_log.filters.clear()
+    logging.getLogger().setLevel("WARNING")
+    assert logs._fast_handler() is None
+    assert lines.stream.getvalue() == ""
+
+
+def test_access_lines_of_one_loop_turn_go_out_in_one_write_before_any_later_line(lines):
+    handler = ours_alone()
+    stream = Writes()
+    handler.setStream(stream)
+
+    async def serve() -> None:
+        for path in ("/a", "/b", "/c"):
+            logs._log_access({"method": "POST", "path": path}, 202, 0.0)
+        assert stream.getvalue() == ""
+        await asyncio.sleep(0)
+        assert stream.writes == 1 and len(stream.getvalue().splitlines()) == 3
+        logs._log_access({"method": "POST", "path": "/d"}, 202, 0.0)
+        logging.getLogger("tests.after").warning("after /d")
+        logs._log_access({"method": "POST", "path": "/e"}, 202, 0.0)
+        handler.flush()  # as logging.shutdown does at exit
+
+    asyncio.run(serve())
+    assert [line.get("path", line["message"]) for line in map(json.loads, stream.getvalue().splitlines())] == \
+        ["/a", "/b", "/c", "/d", "after /d", "/e"]
+
+
 def test_a_failing_app_is_logged_as_500_with_its_id(lines):
     with pytest.raises(RuntimeError):
         call("GET", "/fail", {"X-Request-ID": "failing-1"})
