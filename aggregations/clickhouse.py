@@ -17,11 +17,20 @@ from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.datatypes.base import ClickHouseType
+from clickhouse_connect.driver import options as driver_options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.compression import get_compressor
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from clickhouse_connect.driver.insert import InsertContext
 from clickhouse_connect.driver.transform import NativeTransform
+
+# vidpulse hands clickhouse-connect lists and bytes, never a DataFrame. Its insert asks whether the data is one,
+# and the first asking imports pandas and pyarrow (installed with chdb): 80 MB more in every process that writes,
+# and 0.35 s on a quiet machine, 1.4 s in the worker's first write under load (bench/README.md). ``pd`` set to
+# None is the driver's own way of recording that pandas is absent; set before anything here resolves it.
+if "pd" not in vars(driver_options):
+    driver_options.pd = None
+    driver_options.pd_time_test = None
 
 # Server-side limits: a query answering an HTTP request should fail within the
 # request's patience (30 s) rather than hold a worker thread indefinitely.

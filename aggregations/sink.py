@@ -327,19 +327,26 @@ class EventSink:
         rows: list[tuple[Any, ...]] = []
         now_ms = self._clock_ms()
         silence_ms = self._config.session_timeout_ms + self._config.close_grace_ms
-        for key, cached in list(self._sessions.items()):
+        closed: list[int] = []
+        for key, cached in self._sessions.items():
+            if now_ms - cached.arrived_ms < silence_ms:
+                # more of this session may be in flight, whatever its event times say; and of every later one:
+                # the cache is in order of arrival (each batch moves its session to the end), so the walk stops
+                # here instead of visiting every open session twice a second (a wall clock set back leaves
+                # sessions behind this one open a little longer: late, never early)
+                break
             if partition is not None and cached.partition != partition:
                 continue
             if partition is None and cached.partition in self._pending:
                 continue
-            if now_ms - cached.arrived_ms < silence_ms:
-                continue  # more of this session may be in flight, whatever its event times say
             minutes = sessions.close(cached.state, self._closing_time(cached.partition, now_ms),
                                      self._config.session_timeout_ms, self._config.close_grace_ms)
             if minutes:
                 rows += cached.identity.minute_rows(minutes, sessions.exit_before_start(cached.state))
             if cached.state.closed and cached.partition not in self._pending:
-                del self._sessions[key]
+                closed.append(key)
+        for key in closed:
+            del self._sessions[key]
         self._metrics.open_sessions.set(len(self._sessions))
         return rows
 

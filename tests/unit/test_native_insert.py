@@ -2,7 +2,10 @@
 clickhouse-connect's own row-oriented insert of datetimes: the same rows, read back from chdb."""
 
 import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,3 +127,21 @@ def test_raw_columns_put_each_field_under_its_column_and_the_batch_under_every_e
     assert (other["account"], other["kafka_partition"], other["kafka_offset"], other["folded"], other["live"]) == (
         "acct3", 0, 103, {}, True)
     assert list(SinkRows(raw=list(columns)).raw) == list(columns)  # rows given as tuples become the same columns
+
+
+def test_writing_does_not_import_pandas(tmp_path):
+    """clickhouse-connect's insert asks whether its data is a DataFrame; answered without importing pandas (and
+    with it pyarrow: 80 MB per process, over a second at the worker's first write under load; chdb imports
+    pyarrow itself, a ClickHouse server's client does not)."""
+    script = (
+        "import sys\n"
+        "from aggregations.clickhouse import connect\n"
+        f"db = connect('chdb://{tmp_path}/db', 'default')\n"
+        "db.command('CREATE TABLE t (a UInt32, s String) ENGINE = MergeTree ORDER BY a')\n"
+        "db.insert('t', [(1, 'x'), (2, 'y')], ('a', 's'))\n"
+        "assert db.query('SELECT sum(a) FROM t') == [(3,)]\n"
+        "print('pandas' in sys.modules)\n")
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "False"

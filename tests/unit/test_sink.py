@@ -321,6 +321,29 @@ def test_a_partition_with_an_unflushed_batch_closes_nothing_until_it_flushes():
     run(scenario())
 
 
+def test_silent_sessions_close_behind_another_partitions_and_up_to_the_first_still_heard():
+    """A partition's flush walks the cache in order of arrival: another partition's silent session is passed
+    over, not a stop; the walk ends at the first session heard from within the timeout, and every session
+    behind it arrived later and stays open."""
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1)  # every add flushes its partition
+    sink = harness.sink
+
+    async def scenario():
+        await sink.add(1, 0, batch(10, ("1", "view", BASE + 30_000)), "p1")  # partition 1, heard first
+        for offset, key, wait_ms in ((0, 1, 1_000), (1, 2, 1_000), (2, 3, 30_000)):
+            harness.now_ms += wait_ms
+            await sink.add(0, offset, batch(key, ("1", "view", BASE + 30_000)), key)
+        harness.now_ms += M - 30_000  # 10, 1 and 2 silent for a minute or more; 3 for 30 s
+        await sink.add(0, 3, batch(4, ("1", "view", BASE + 30_000)), 4)  # partition 0's flush closes its own
+        assert set(sink._sessions) == {10, 3, 4}
+
+    run(scenario())
+    minutes = {(int(m.timestamp() * 1000), key) for m, key in writer.session_minutes}
+    assert {(BASE + M, 1), (BASE + M, 2)} <= minutes  # their timeout stretches, written at the close
+    assert not {(BASE + M, 3), (BASE + M, 10)} & minutes
+
+
 def test_a_session_that_ends_before_its_first_frame_is_an_exit_at_its_view():
     writer = RecordingWriter()
     harness = Harness(writer, max_events=1)
