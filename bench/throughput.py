@@ -108,7 +108,7 @@ def rss_mb(pids: list[int]) -> float:
 
 
 def run_wrk(url: str, events: int, seconds: float, connections: int, tag: str, threads: int = 1,
-            pid: int | list[int] | None = None) -> dict[str, Any]:
+            pid: int | list[int] | None = None, rate: float = 0) -> dict[str, Any]:
     """One wrk run against ``url`` (POST /v1/track bodies from bench/track.lua); its RESULT line, parsed. With
     ``pid``, also the server's CPU time per answered request: on a shared machine, the figure that other
     people's load disturbs least."""
@@ -117,6 +117,8 @@ def run_wrk(url: str, events: int, seconds: float, connections: int, tag: str, t
         raise RuntimeError("wrk is not installed: `apt-get install -y wrk` (make bench-throughput does it)")
     command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s", "--latency",
                "-s", str(LUA), f"{url}/v1/track", "--", str(events), tag, ACCOUNT]
+    if rate:
+        command.append(f"{rate / threads:g}")  # track.lua paces each thread
     before = machine_state()
     cpu_before = cpu_seconds(pid)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
@@ -593,7 +595,7 @@ def under_load(tracker_url: str, worker_url: str, api: VidpulseProcess, pids: di
     0.25 s); the API's totals. CPU is also read from the start of the load until every event is written: a
     worker that lags does its share after the load."""
     result: dict[str, Any] = {"startup": startup, "rss_idle_mb": rss_mb(list(pids.values()))}
-    run_wrk(tracker_url, 20, args.warmup, args.connections, f"{label[0]}w")
+    run_wrk(tracker_url, 20, args.warmup, args.connections, f"{label[0]}w", rate=args.up_rate)
     before = settled_counts(tracker_url)
     samples: list[dict[str, Any]] = []
     load_ended: list[float] = []  # set when wrk returns: samples after it are the drain
@@ -612,11 +614,13 @@ def under_load(tracker_url: str, worker_url: str, api: VidpulseProcess, pids: di
 
     import threading
     sampler = threading.Thread(target=sample_lag, daemon=True)
-    print(f"  {label}: 20 events/request for {args.up_seconds:g} s ...", file=sys.stderr)
+    paced = f" at {args.up_rate:g} requests/s" if args.up_rate else ""
+    print(f"  {label}: 20 events/request{paced} for {args.up_seconds:g} s ...", file=sys.stderr)
     cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
     started = time.monotonic()
     sampler.start()
-    run = run_wrk(tracker_url, 20, args.up_seconds, args.connections, f"{label}20", pid=list(pids.values()))
+    run = run_wrk(tracker_url, 20, args.up_seconds, args.connections, f"{label}20", pid=list(pids.values()),
+                  rate=args.up_rate)
     load_ended.append(time.monotonic() - started)
     after = settled_counts(tracker_url)
     run.update(label=f"{label} x20", server_batches=after[0] - before[0], server_events=after[1] - before[1])
@@ -628,6 +632,9 @@ def under_load(tracker_url: str, worker_url: str, api: VidpulseProcess, pids: di
     written_at = next((sample["t"] for sample in samples if sample["written"] >= accepted), None)
     run["drain_s"] = max(0.0, (written_at if written_at is not None else done - started) - load_ended[0]) \
         if done else None
+    run["offered_rps"] = args.up_rate or None
+    run["sustained_rps"] = run["server_batches"] / (run["seconds"] + run["drain_s"]) if run["drain_s"] is not None \
+        else None
     run["lag"] = [sample for sample in samples if sample["t"] <= load_ended[0]]
     run["drain"] = [sample for sample in samples if sample["t"] > load_ended[0]]
     result["rss_max_mb"] = max((sample["rss_mb"] for sample in samples), default=None)
@@ -747,6 +754,10 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"  worker lag during the run: max {max(lags, default=0):.0f} messages, last {lags[-1] if lags else 0:.0f};"
                      f" drained {run['drain_s']:.1f} s after the load stopped" if run["drain_s"] is not None
                      else "  the worker did not drain within the timeout")
+        if run["drain_s"] is not None:
+            offered = f"offered {run['offered_rps']:g} req/s, " if run.get("offered_rps") else "unpaced, "
+            lines.append(f"  sustained ({offered}accepted requests over the load and its drain): "
+                         f"{run['sustained_rps']:.0f} req/s")
         steps = ", ".join(f"{name[:-2]} {seconds:.1f} s" for name, seconds in up["startup"].items() if name != "ready_s")
         lines.append(f"  ready after {up['startup']['ready_s']:.1f} s" + (f" ({steps})" if steps else "")
                      + f"; resident memory {up['rss_idle_mb']:.0f} MiB after start, up to "
@@ -779,6 +790,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=15, help="each measured wrk run (default 15)")
     parser.add_argument("--warmup", type=float, default=3, help="an unreported wrk run before each target (default 3)")
     parser.add_argument("--up-seconds", type=float, default=30, help="the vidpulse up and split runs (default 30)")
+    parser.add_argument("--up-rate", type=float, default=0,
+                        help="offer the up, supervised and split loads at this many requests/s (track.lua paces wrk) "
+                             "instead of as fast as they answer: whether the worker keeps up at that rate (default: "
+                             "unpaced)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--sizes", default="20,1,200", help="events per request of the tracker runs (default 20,1,200)")
     parser.add_argument("--parts", default="http,tracker,consume,worker,up,memory",

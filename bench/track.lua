@@ -1,6 +1,6 @@
 -- wrk script for bench/throughput.py: every request is a new session's beacon batch.
 --
---   wrk -t1 -c32 -d15s --timeout 30s --latency -s bench/track.lua http://127.0.0.1:PORT/v1/track -- EVENTS TAG ACCOUNT
+--   wrk -t1 -c32 -d15s --timeout 30s --latency -s bench/track.lua http://127.0.0.1:PORT/v1/track -- EVENTS TAG ACCOUNT [RATE]
 --
 -- EVENTS per batch: a view, then (from 2 on) a first_frame, then heartbeats of 1 s watched each.
 -- Sessions, videos, client addresses (X-Forwarded-For: the bench runs vidpulse with
@@ -8,6 +8,21 @@
 -- sessions, as real players' do. Every response is counted by status, and the tracker's own count
 -- of accepted events is summed from the 202 bodies, so the script can check the API's totals after.
 -- At the end one line "RESULT {json}" carries the counts and the latency percentiles.
+-- RATE (optional, requests/s per thread): paced, the k-th request of a thread is sent no earlier than
+-- k/RATE s after its first, so the offered load stays at RATE whatever the answers' latency (within
+-- what the connections can carry); without it, every connection sends as soon as it has its answer.
+
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } vidpulse_timespec;
+int clock_gettime(int clock_id, vidpulse_timespec *tp);
+]]
+local clock = ffi.new("vidpulse_timespec")
+
+local function now_ms()
+  ffi.C.clock_gettime(1, clock) -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
 
 local threads = {}
 local thread_count = 0
@@ -50,6 +65,17 @@ function init(args)
   accepted = 0
   rejected = 0
   math.randomseed(id * 7919 + events)
+  local rate = tonumber(args[4] or "0")
+  if rate > 0 then
+    -- wrk asks for a delay before each request only if the script defines delay(), after init
+    local interval, first, k = 1000 / rate, nil, 0
+    delay = function()
+      local t = now_ms()
+      first = first or t
+      k = k + 1
+      return math.max(0, math.floor(first + k * interval - t))
+    end
+  end
 end
 
 local function batch(session, video, now)
