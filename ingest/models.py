@@ -159,13 +159,16 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 EVENT_TYPES = ("impression", "view", "first_frame", "heartbeat", "quartile", "rebuffer", "ad_start", "error", "stop")
 
 
-class EnrichedEvent(msgspec.Struct, frozen=True, gc=False):
+class EnrichedEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One accepted event as the worker sees it: validated fields plus corrected time.
 
     The Kafka message's types are msgspec structs, not pydantic models: the worker decodes every event of
     every message, and msgspec does it five times faster (0.7 against 3.8 µs per event, bench/README.md).
     They are only ever built from validated data (the beacon models above) or decoded from what a tracker
-    wrote. ``gc=False``: they hold no reference cycles, and a worker's batches hold many."""
+    wrote. ``gc=False``: they hold no reference cycles, and a worker's batches hold many.
+    ``omit_defaults``: the message leaves out every field at its default (most of an event's fields are
+    another type's), 2.6 KB instead of 5 KB for a batch of 20; decoding fills them in, so a message written
+    with every field reads the same."""
 
     id: str
     type: str

@@ -105,7 +105,10 @@ class EventProducer:
     async def _send_all(self, messages: list[Message]) -> None:
         assert self._producer is not None
         futures = [await self._producer.send(topic, value, key=key) for topic, key, value in messages]
-        await asyncio.gather(*futures)
+        if len(futures) == 1:  # a batch without refusals: gather's own future and callbacks would be its overhead
+            await futures[0]
+        else:
+            await asyncio.gather(*futures)
 
     async def _run(self) -> None:
         """Connects (retrying while the broker is down), then drains the spool whenever it holds anything."""

@@ -15,8 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer
+
+from ingest.models import EnrichedBatch, decode_batch
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
@@ -193,8 +196,8 @@ def published(pipeline: Any, account: str, done: Callable[[list[dict[str, Any]]]
             deadline = time.monotonic() + timeout_s
             while not done(found) and time.monotonic() < deadline:
                 records = await consumer.getmany(timeout_ms=300)
-                found += [batch for part in records.values() for message in part
-                          if (batch := orjson.loads(message.value))["account"] == account]
+                found += [whole(batch) for part in records.values() for message in part
+                          if (batch := decode_batch(message.value)).account == account]
         finally:
             await consumer.stop()
         return found
@@ -202,6 +205,11 @@ def published(pipeline: Any, account: str, done: Callable[[list[dict[str, Any]]]
     # Playwright's sync API owns this thread's event loop: the consumer runs on its own thread.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, consume()).result()
+
+
+def whole(batch: EnrichedBatch) -> dict[str, Any]:
+    """A published batch with every field of its events (the message leaves out those at their default)."""
+    return {**msgspec.structs.asdict(batch), "events": [msgspec.structs.asdict(event) for event in batch.events]}
 
 
 def events_of(batches: list[dict[str, Any]], session: str | None = None) -> list[dict[str, Any]]:

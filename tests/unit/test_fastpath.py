@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from ingest import enrich as slow
 from ingest import fastpath
 from ingest.enrich import Sender
-from ingest.models import EVENT_TYPES, MAX_MS, Envelope, batch_dict
+from ingest.models import EVENT_TYPES, MAX_MS, Envelope, batch_dict, decode_batch
 
 NOW = 1_700_000_000_000
 LATENESS_S = 7 * 24 * 3600
@@ -98,6 +98,20 @@ def assert_same(env):
     fast_batch = fastpath.enrich(env, fast_accepted, SENDER, SALT)
     assert fast_batch == slow_batch
     assert orjson.dumps(fast_batch) == orjson.dumps(slow_batch)  # the same Kafka message, byte for byte
+
+
+def test_the_message_leaves_defaults_out_and_reads_back_whole():
+    env = envelope(VALID + COERCED)
+    accepted, _ = fastpath.check_events(env, NOW, LATENESS_S)
+    message = orjson.dumps(fastpath.enrich(env, accepted, SENDER, SALT))
+    decoded = decode_batch(message)
+    assert decoded == slow.enrich(env, slow.check_events(env, NOW, LATENESS_S)[0], SENDER, SALT)
+    # a message with every field, as trackers wrote before, reads as the same batch
+    whole = orjson.dumps({**msgspec.structs.asdict(decoded),
+                          "events": [msgspec.structs.asdict(event) for event in decoded.events]})
+    assert decode_batch(whole) == decoded and len(message) < 0.8 * len(whole)
+    for default in (b'"fatal":false', b'"code":""', b'"percentiles":[]', b'"startup_ms":null', b'"percent":0'):
+        assert default not in message
 
 
 def test_a_batch_of_valid_invalid_and_coerced_events_is_judged_the_same():

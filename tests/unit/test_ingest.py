@@ -83,6 +83,29 @@ def test_the_trackers_remembered_verdicts_answer_as_client_ip():
     assert len(remembered._verdicts) <= 3
 
 
+def test_the_trackers_reading_of_addresses_judges_as_ipaddress_does():
+    """ClientAddress reads IPv4 with inet_pton and integers; its verdicts equal ``ipaddress``'s on edge cases and on
+    generated strings of address characters."""
+    import random
+
+    from ingest.identity import _trust
+
+    trusted = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.168.1.128/25"),
+               ipaddress.ip_network("203.0.113.7/32"), ipaddress.ip_network("2001:db8::/32")]
+    edges = ["10.0.0.1", "10.255.255.255", "11.0.0.0", "9.255.255.255", "192.168.1.127", "192.168.1.128",
+             "192.168.1.255", "203.0.113.7", "203.0.113.8", "0.0.0.0", "255.255.255.255", "010.0.0.1", "10.0.0.01",
+             "10.0.0", "10.0.0.0.1", "256.0.0.1", "10.0.0.1 ", " 10.0.0.1", "10.0.0.1\n", "10.0.0.1\x00", "1e1.0.0.1",
+             "0x0a.0.0.1", "::ffff:10.0.0.1", "2001:db8::1", "2001:db9::1", "fe80::1%eth0", "", "localhost", "10.0.0.-1"]
+    rng = random.Random(12)
+    generated = ["".join(rng.choice("0123456789.:af ") for _ in range(rng.randint(1, 16))) for _ in range(3000)]
+    generated += [".".join(str(rng.choice([0, 1, 10, 127, 128, 192, 168, 203, 255, 256, rng.randint(0, 300)]))
+                           for _ in range(4)) for _ in range(3000)]
+    judge = ClientAddress(trusted)._judge
+    for address in edges + generated:
+        assert judge(address) == _trust(address, trusted), repr(address)
+    assert judge("10.1.2.3") is True and judge("11.1.2.3") is False and judge("nonsense") is None
+
+
 def test_fingerprint_is_keyed_and_stable():
     one = fingerprint(b"salt", "1234", "1.2.3.4", "UA", "p")
     assert one == fingerprint(b"salt", "1234", "1.2.3.4", "UA", "p")
