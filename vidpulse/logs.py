@@ -133,16 +133,23 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self.setFormatter(JsonFormatter())
         self._waiting: list[str] = []
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop whose turn ends with writing them
 
     def add_line(self, line: str) -> None:
         """Writes ``line`` (a formatted record, no newline) at the end of this turn of the running loop, or now."""
-        self._waiting.append(line)
-        if len(self._waiting) > 1:
-            return  # a write is already due
         try:
-            asyncio.get_running_loop().call_soon(self._write_waiting)
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # no loop in this thread
+            loop = None
+        with self.lock:  # type: ignore[union-attr]  # a record emitted by another thread may be taking the list
+            self._waiting.append(line)
+            if loop is not None and self._due_on is loop:
+                return
+            self._due_on = loop  # a loop closed with its write still due (one asyncio.run after another) is replaced
+        if loop is None:
             self._write_waiting()
+        else:
+            loop.call_soon(self._write_waiting)
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._waiting:
@@ -156,7 +163,7 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _write_waiting(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            lines, self._waiting = self._waiting, []
+            lines, self._waiting, self._due_on = self._waiting, [], None
             if not lines:
                 return
             try:

@@ -328,3 +328,25 @@ def test_uvicorn_websocket_lines_lose_the_client_address_and_the_query_string():
                                None)
     assert WebSocketLineFilter().filter(record)
     assert record.getMessage() == '- - "WebSocket /v1/live/accounts/1234" 403'
+
+
+def test_an_access_line_left_waiting_by_a_closed_loop_goes_out_with_the_next_loops_lines(lines):
+    handler = ours_alone()
+    stream = Writes()
+    handler.setStream(stream)
+
+    async def one(path: str) -> None:
+        logs._log_access({"method": "GET", "path": path}, 200, 0.0)
+
+    loop = asyncio.new_event_loop()
+
+    def log_and_stop() -> None:
+        logs._log_access({"method": "GET", "path": "/first"}, 200, 0.0)
+        loop.stop()  # the loop ends with this turn: the write due at its end never runs
+
+    loop.call_soon(log_and_stop)
+    loop.run_forever()
+    loop.close()
+    assert stream.getvalue() == ""
+    asyncio.run(one("/second"))
+    assert [json.loads(line)["path"] for line in stream.getvalue().splitlines()] == ["/first", "/second"]
