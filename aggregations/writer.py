@@ -12,6 +12,10 @@ from aggregations.clickhouse import ClickHouse, ClickHouseError
 from aggregations.metrics import WorkerMetrics
 from aggregations.rows import DIMENSIONS, RAW_COLUMNS, SESSION_MINUTE_COLUMNS, BatchRange, SinkRows
 
+# Session keys per session-history query: at most 20 digits and a comma each, 84 KB of parameter, within a
+# ClickHouse server's default limit on one (http_max_field_value_size, 128 KiB).
+HISTORY_KEYS_PER_QUERY = 4_000
+
 
 class ClickHouseWriter:
     def __init__(self, db: ClickHouse, metrics: WorkerMetrics) -> None:
@@ -35,18 +39,24 @@ class ClickHouseWriter:
 
     async def session_history(self, partition: int, before_offset: int,
                               keys: list[tuple[str, int]]) -> dict[int, list[tuple[str, str, int]]]:
-        """(event_id, type, event_time_ms) of each session, as written by batches before this one."""
-        if not keys:
-            return {}
-        rows = await self._db.aquery(
-            "SELECT session_key, event_id, type, toUnixTimestamp64Milli(event_time) FROM events_raw "
-            "WHERE account IN {accounts:Array(String)} AND session_key IN {keys:Array(UInt64)} "
-            "AND NOT (kafka_partition = {p:UInt32} AND kafka_offset >= {o:UInt64})",
-            {"accounts": sorted({account for account, _ in keys}), "keys": sorted({key for _, key in keys}),
-             "p": partition, "o": before_offset})
+        """(event_id, type, event_time_ms) of each session, as written by batches before this one.
+
+        Asked HISTORY_KEYS_PER_QUERY sessions at a time: a batch of one-event beacons holds up to
+        flush_max_events new sessions, and a ClickHouse server refuses a query parameter longer than its
+        http_max_field_value_size (128 KiB by default; 20,000 keys are 400 KB). Refused, the call was
+        retried forever and the partition stalled (seen catching up a backlog of one-event batches)."""
         history: dict[int, list[tuple[str, str, int]]] = {}
-        for session_key, event_id, event_type, time_ms in rows:
-            history.setdefault(session_key, []).append((event_id, event_type, time_ms))
+        pairs = sorted(set(keys))
+        for start in range(0, len(pairs), HISTORY_KEYS_PER_QUERY):
+            chunk = pairs[start:start + HISTORY_KEYS_PER_QUERY]
+            rows = await self._db.aquery(
+                "SELECT session_key, event_id, type, toUnixTimestamp64Milli(event_time) FROM events_raw "
+                "WHERE account IN {accounts:Array(String)} AND session_key IN {keys:Array(UInt64)} "
+                "AND NOT (kafka_partition = {p:UInt32} AND kafka_offset >= {o:UInt64})",
+                {"accounts": sorted({account for account, _ in chunk}), "keys": sorted({key for _, key in chunk}),
+                 "p": partition, "o": before_offset})
+            for session_key, event_id, event_type, time_ms in rows:
+                history.setdefault(session_key, []).append((event_id, event_type, time_ms))
         return history
 
     async def dimension_values(self, keys: list[tuple[str, dt.date, str]]) -> dict[tuple[str, dt.date, str], set[str]]:

@@ -127,3 +127,20 @@ def test_a_raw_block_goes_compressed_to_both_tables_over_http_once_per_token(ser
     assert db.query("SELECT count(), countDistinct(toUnixTimestamp64Milli(event_time)) FROM events_raw") == [(20, 5)]
     assert db.query("SELECT sum(video_view) FROM minute_metrics") == [(4,)]
     db.close()
+
+
+def test_the_session_history_of_a_batch_of_twenty_thousand_new_sessions_is_asked_in_parts(server):
+    """A batch of one-event beacons brings up to flush_max_events (20,000) new sessions at once. Asked in one
+    query, their keys made a parameter the server refused (longer than its http_max_field_value_size), and the
+    worker retried it forever: the partition stalled. The history comes back whole, from several queries."""
+    server.start()
+    migrate(server.url(), DATABASE)
+    db = connect(server.url(), DATABASE)
+    writer = ClickHouseWriter(db, WorkerMetrics(CollectorRegistry()))
+    asyncio.run(writer.write(SinkRows(raw=native_rows()), BatchRange("g", "t", 0, 101, 104)))
+    written = {(row[0], row[2]) for row in native_rows()}  # (account, session_key) of the four sessions
+    keys = sorted(written) + [("acct1", 10**19 + n) for n in range(20_000)]  # 20-digit keys, none written
+    history = asyncio.run(writer.session_history(7, 0, keys))
+    db.close()
+    assert set(history) == {key for _, key in written}
+    assert all(len(events) == 5 for events in history.values())
