@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from ingest.directory import Directory
 from ingest.metrics import TrackerMetrics
+from ingest.models import decode_batch
 from ingest.producer import PublishError
 from ingest.settings import Settings
 from ingest.tracker import Tracker
@@ -34,8 +35,8 @@ class RecordingProducer:
     async def publish(self, batch: Any, dead_letters: list[dict]) -> None:
         if self.refuse:
             raise PublishError("spool full")
-        if batch.events:
-            self.batches.append(batch)
+        if batch["events"]:
+            self.batches.append(decode_batch(orjson.dumps(batch)))  # the Kafka message, as a worker reads it
         self.letters += dead_letters
 
     async def dead_letter(self, letter: dict) -> None:
