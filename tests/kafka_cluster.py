@@ -16,9 +16,11 @@ NODES = (1, 2, 3)
 
 
 def _free_run(count: int) -> int:
-    """The first of ``count`` consecutive free ports (the script numbers a cluster's ports from a base)."""
+    """The first of ``count`` consecutive free ports (the script numbers a cluster's ports from a base), below
+    Linux's ephemeral range (32768 up): there, an outgoing connection (the first nodes' own, to the controllers)
+    may take a port between this check and the last node's bind."""
     for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
+        base = random.randrange(20000, 32000 - count)
         if all(_free(base + n) for n in range(count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found")
@@ -51,7 +53,9 @@ class KafkaCluster:
     def start(self) -> str:
         done = self.run("start")
         if done.returncode != 0:
-            raise RuntimeError(f"kafka.sh start --cluster failed:\n{done.stderr[-3000:]}")
+            said = [line for line in done.stderr.splitlines() if line.startswith("kafka.sh:")]  # the reason
+            raise RuntimeError("kafka.sh start --cluster failed:\n" + "\n".join(said[-5:]) +
+                               f"\n...\n{done.stderr[-3000:]}")
         return done.stdout.strip().splitlines()[-1]
 
     def start_node(self, node: int) -> None:
