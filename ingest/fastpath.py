@@ -36,19 +36,6 @@ _ACCOUNT = re.compile(r"[A-Za-z0-9_-]{1,64}")  # ingest.models.Ident, as the env
 _SESSION = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
-class Record(dict):  # type: ignore[type-arg]
-    """A dict that also reads like the model it stands for (``batch.events``, ``event.id``); orjson writes it as
-    the dict it is."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
 class PlainContext(msgspec.Struct, frozen=True):
     """``Context``'s fields and its ``domain``, for a context read by hand (attributes, as the model's)."""
 
@@ -180,7 +167,7 @@ def plain_event(raw: Any) -> dict[str, Any] | None:
     if fields is None or type(event_id) is not str or _PLAIN_ID.fullmatch(event_id) is None \
             or type(ts) is not int or not 0 <= ts <= MAX_MS:
         return None
-    event = {"id": event_id, "type": kind, "ts": ts, "event_time_ms": 0}  # a dict: half a Record's cost
+    event = {"id": event_id, "type": kind, "ts": ts, "event_time_ms": 0}
     return event if fields(raw, event) else None
 
 
@@ -252,10 +239,11 @@ def check_events(envelope: Envelope | PlainEnvelope, received_at_ms: int,
 
 
 def enrich(envelope: Envelope | PlainEnvelope, events: list[dict[str, Any]], sender: Sender, salt: bytes,
-           locator: geo.Locator | None = None) -> Record:
+           locator: geo.Locator | None = None) -> dict[str, Any]:
     """``ingest.enrich.enrich`` as the dict its ``batch_dict()`` would be: what the tracker sends to Kafka."""
-    return Record(**batch_fields(envelope, sender, salt, locator),
-                  events=sorted(events, key=_EVENT_ORDER))
+    batch = batch_fields(envelope, sender, salt, locator)
+    batch["events"] = sorted(events, key=_EVENT_ORDER)
+    return batch
 
 
 _EVENT_ORDER = itemgetter("event_time_ms", "id")  # the model path's (event_time_ms, id), without a lambda per event
