@@ -67,19 +67,20 @@ def _iso(created: float) -> str:
     return f"{text}.{micros // 1000:03d}Z"
 
 
+def _entry(created: float, level: str, logger: str, message: str) -> dict[str, Any]:
+    """A line's first fields, in their order: ts, level, logger, message, and the request's id when serving one."""
+    entry: dict[str, Any] = {"ts": _iso(created), "level": level, "logger": logger, "message": message}
+    request_id = _request_id.get()
+    if request_id is not None:
+        entry["request_id"] = request_id
+    return entry
+
+
 class JsonFormatter(logging.Formatter):
     """ts (ISO 8601, UTC, ms), level, logger, message, request_id, exception, then any ``extra=`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": _iso(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": _message(record),
-        }
-        request_id = _request_id.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
+        entry = _entry(record.created, record.levelname, record.name, _message(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -239,19 +240,18 @@ def _incoming_id(scope: dict[str, Any]) -> str | None:
 def _log_access(scope: dict[str, Any], status: int, started: float) -> None:
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     method, path = scope.get("method", ""), scope.get("path", "")
+    fields = {"method": method, "path": path, "status": status, "duration_ms": duration_ms}
     handler = _fast_handler()
     if handler is None:
-        access_log.info("%s %s %d %.1f ms", method, path, status, duration_ms,
-                        extra={"method": method, "path": path, "status": status, "duration_ms": duration_ms})
+        access_log.info(_ACCESS_LINE, method, path, status, duration_ms, extra=fields)
         return
-    # the line JsonFormatter writes for that record, in its key order
-    entry: dict[str, Any] = {"ts": _iso(time.time()), "level": "INFO", "logger": access_log.name,
-                             "message": "%s %s %d %.1f ms" % (method, path, status, duration_ms)}
-    request_id = _request_id.get()
-    if request_id is not None:
-        entry["request_id"] = request_id
-    entry["method"], entry["path"], entry["status"], entry["duration_ms"] = method, path, status, duration_ms
+    # the line JsonFormatter writes for that record
+    entry = _entry(time.time(), "INFO", access_log.name, _ACCESS_LINE % (method, path, status, duration_ms))
+    entry.update(fields)
     handler.add_line(_dumps(entry))
+
+
+_ACCESS_LINE = "%s %s %d %.1f ms"
 
 
 def _fast_handler() -> JsonLinesHandler | None:
