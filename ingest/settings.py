@@ -52,6 +52,8 @@ class Settings(BaseSettings):
                                          "empty: none")
     flush_interval_s: float = Field(1.0, gt=0, description="a worker inserts at most once per table per partition per interval")
     commit_interval_s: float = Field(1.0, gt=0, description="how often the worker commits acknowledged offsets")
+    consumer_fetch_bytes: int = Field(8 << 20, ge=1 << 20, description="the most a worker fetches of one partition "
+                                      "per request; above the largest message (the tracker's are under 1 MiB)")
     consumer_session_timeout_s: float = Field(10.0, ge=6, description="how soon a dead worker's partitions move")
     dimension_cap_per_day: int = Field(10_000, ge=1, description="distinct video/player/domain values per account per "
                                        "UTC day before new ones fold into (other)")
