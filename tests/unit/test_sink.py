@@ -7,7 +7,8 @@ from prometheus_client import CollectorRegistry
 
 from aggregations.clickhouse import ClickHouseError
 from aggregations.metrics import WorkerMetrics
-from aggregations.rows import BatchRange, SinkRows
+from aggregations import sessions
+from aggregations.rows import BatchRange, SinkRows, utc
 from aggregations.sink import EventSink, SinkConfig
 from ingest.models import EnrichedBatch, EnrichedEvent
 
@@ -518,3 +519,39 @@ def test_the_sink_says_it_waits_on_the_database_while_a_call_fails_or_runs_long(
     run(observe_during(failing))
     run(observe_during(slow))
     assert seen == [True, True, False, False, True, False]  # failing at once; slow only past SLOW_CALL_S
+
+
+def test_a_replaying_partitions_sessions_ahead_of_its_watermark_leave_the_walk_until_the_rest_is_silent(monkeypatch):
+    """Replaying a backlog, a partition closes by its event-time watermark, and the sessions of the backlog's
+    last minutes are ahead of it: silent by arrival, not by event time. The walk puts such a session behind
+    the ones heard from since, so the next walks stop before it instead of visiting it again (each visit of
+    every such session, twice a second, slowed a long catch-up threefold); it closes once it is reached."""
+    writer = RecordingWriter()
+    harness = Harness(writer, max_events=1)  # every add flushes its partition, walking the cache
+    sink = harness.sink
+    sink._caught_up = lambda partition, offset: False  # replaying: closes by the watermark
+    visited: list[int] = []
+    close = sessions.close
+
+    def counting_close(state, now_ms, timeout_ms, grace_ms):
+        visited.append(state.last_time_ms)
+        return close(state, now_ms, timeout_ms, grace_ms)
+
+    monkeypatch.setattr("aggregations.sink.sessions.close", counting_close)
+    ahead = BASE + 10 * M + 30_000
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), 0)
+        await sink.add(0, 1, batch(2, ("1", "view", ahead)), 1)  # the watermark is now its view
+        harness.now_ms += M  # both silent by arrival
+        await sink.add(0, 2, batch(3, ("1", "view", ahead)), 2)
+        assert visited == [BASE, ahead] and list(sink._sessions) == [3, 2]  # 1 closed; 2 waits behind 3
+        visited.clear()
+        await sink.add(0, 3, batch(4, ("1", "view", ahead)), 3)
+        assert visited == []  # the walk stopped at 3, heard from within the timeout, before reaching 2
+        harness.now_ms += M  # everyone silent by arrival; the watermark moves past 2's stretch
+        await sink.add(0, 4, batch(5, ("1", "view", ahead + 2 * M)), 4)
+
+    run(scenario())
+    assert 2 not in sink._sessions
+    assert (utc(BASE + 11 * M), 2) in writer.session_minutes  # its stretch [ahead, ahead + timeout), written at close
