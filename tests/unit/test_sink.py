@@ -5,9 +5,9 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
+from aggregations import sessions
 from aggregations.clickhouse import ClickHouseError
 from aggregations.metrics import WorkerMetrics
-from aggregations import sessions
 from aggregations.rows import BatchRange, SinkRows, utc
 from aggregations.sink import EventSink, SinkConfig
 from ingest.models import EnrichedBatch, EnrichedEvent
