@@ -31,28 +31,33 @@ PROGRESS_EVERY_S = 5.0
 START_OFFSET_TIMEOUT_S = 10.0
 
 
+def faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    """The worker's Faust app, without its agents (bench/throughput.py measures Faust alone on it)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level of its datadir
+    return faust.App(
+        settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+        autodiscover=False, topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication, consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False, broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.consumer_session_timeout_s,
+        broker_heartbeat_interval=2.0, datadir=str(settings.data_dir / "faust"),
+        value_serializer="raw", key_serializer="raw", producer_acks=-1,
+        # No tables, so no standbys: with 0, Faust hands the group to Kafka's round-robin assignor. Its own
+        # assignor can leave a joining worker with no partition at all (faust-streaming issues #93, #401):
+        # seen in the fault suite, a fourth worker sat idle through a whole load.
+        table_standby_replicas=0,
+        # Faust's default, 1 MiB per partition per fetch (about 400 messages of 20 events), left the agent
+        # waiting for the next fetch three quarters of the time while catching up a backlog: 8 MiB took the
+        # worker from 38,000 to 54,000 events/s (bench/README.md, "7 December, later").
+        consumer_max_fetch_size=settings.consumer_fetch_bytes,
+    )
+
+
 class Worker:
     """A started Faust app plus the sink its agent writes through."""
 
     def __init__(self, settings: Settings, bootstrap: str, db: ClickHouse, metrics: WorkerMetrics) -> None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level of its datadir
-        self.app = faust.App(
-            settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
-            autodiscover=False, topic_partitions=settings.topic_partitions,
-            topic_replication_factor=settings.topic_replication, consumer_auto_offset_reset="earliest",
-            stream_wait_empty=False, broker_commit_interval=settings.commit_interval_s,
-            broker_session_timeout=settings.consumer_session_timeout_s,
-            broker_heartbeat_interval=2.0, datadir=str(settings.data_dir / "faust"),
-            value_serializer="raw", key_serializer="raw", producer_acks=-1,
-            # No tables, so no standbys: with 0, Faust hands the group to Kafka's round-robin assignor. Its own
-            # assignor can leave a joining worker with no partition at all (faust-streaming issues #93, #401):
-            # seen in the fault suite, a fourth worker sat idle through a whole load.
-            table_standby_replicas=0,
-            # Faust's default, 1 MiB per partition per fetch (about 400 messages of 20 events), left the agent
-            # waiting for the next fetch three quarters of the time while catching up a backlog: 8 MiB took the
-            # worker from 38,000 to 54,000 events/s (bench/README.md, "7 December, later").
-            consumer_max_fetch_size=settings.consumer_fetch_bytes,
-        )
+        self.app = faust_app(settings, bootstrap)
         self.topic = self.app.topic(settings.events_topic, value_type=bytes, key_type=bytes,
                                     partitions=settings.topic_partitions)
         self.sink = EventSink(ClickHouseWriter(db, metrics), _sink_config(settings), metrics,

@@ -10,6 +10,8 @@ load average, since this machine is shared):
    request, videos, client addresses and User-Agents varied) at 20 events per request, then 1 and
    200. Requests/s, events/s, p50/p99 latency, and the ratio to (1) at 20 events per request.
 3. **Consume baseline**: aiokafka reads everything the tracker produced and decodes it with orjson.
+   **Faust baseline**: the same backlog through the worker's own Faust app, with an agent that only decodes
+   (``bench/faust_floor.py``): what Faust costs before the sink does anything.
 4. **Worker**: ``vidpulse worker`` alone, catching up that backlog from offset 0: events/s from its
    first consumed event until every event is in ``events_raw``, and its ratio to (3).
    **Worker on a server** (``--parts worker-server``): the same backlog, a consumer group of its own, the worker
@@ -342,6 +344,17 @@ async def consume_and_decode(bootstrap: str, topic: str) -> dict[str, Any]:
     return {"messages": messages, "events": events, "seconds": elapsed, "events_per_s": events / elapsed,
             "cpu_us_per_event": 1e6 * cpu / max(1, events),
             "messages_per_s": messages / elapsed}
+
+
+def faust_floor(bootstrap: str, topic: str, messages: int) -> dict[str, Any]:
+    """``bench/faust_floor.py`` on the same backlog: the worker's Faust app with an agent that only decodes."""
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("faust_floor.py")), "--bootstrap", bootstrap,
+                           "--topic", topic, "--messages", str(messages), "--partitions", str(PARTITIONS)],
+                          capture_output=True, text=True, timeout=900)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": f"faust_floor.py exited {done.returncode}: {done.stderr.strip()[-500:]}"}
+    return orjson.loads(lines[-1])
 
 
 # --------------------------------------------------------------------------- exactness
@@ -709,7 +722,7 @@ def fmt_run(run: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
 
 
 def fmt_catch_up(title: str, run: dict[str, Any], consume: dict[str, Any] | None,
-                 expected: dict[str, float]) -> list[str]:
+                 expected: dict[str, float], floor: dict[str, Any] | None = None) -> list[str]:
     """A catch-up part's lines; CPU per event counts a separate ClickHouse server's too when there is one."""
     if not run.get("events_per_s"):
         return [f"{title}: did not finish within the timeout ({run['samples'][-1:]})",
@@ -718,6 +731,7 @@ def fmt_catch_up(title: str, run: dict[str, Any], consume: dict[str, Any] | None
     cpu = run["cpu_us_per_event"] + (engine or 0)
     return [f"{title}: {run['events']} events in {run['seconds']:.1f} s = {run['events_per_s']:.0f} events/s"
             + (f" = {run['events_per_s'] / consume['events_per_s']:.3f}x consume+decode" if consume else "")
+            + (f" = {run['events_per_s'] / floor['events_per_s']:.2f}x Faust+decode" if floor else "")
             + f" ({run['seconds_from_spawn']:.1f} s from spawn, RSS {run['rss_mb']:.0f} MiB, load "
             f"{run['machine']['load'][0]:.2f}), cpu {run['cpu_us_per_event']:.1f} us/event"
             + (f" in the worker + {engine:.1f} in the server" if engine is not None else "")
@@ -738,12 +752,18 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"consume+decode baseline: {consume['events']} events in {consume['seconds']:.2f} s = "
                      f"{consume['events_per_s']:.0f} events/s ({consume['messages_per_s']:.0f} messages/s), "
                      f"cpu {consume['cpu_us_per_event']:.1f} us/event")
+    floor = results.get("faust_baseline")
+    if floor and "error" not in floor:
+        lines.append(f"Faust+decode baseline (the worker's app, an agent that only decodes): {floor['events']} events in "
+                     f"{floor['seconds']:.2f} s = {floor['events_per_s']:.0f} events/s ({floor['messages_per_s']:.0f} "
+                     f"messages/s), cpu {floor['cpu_us_per_event']:.1f} us/event")
     if results.get("topic_copies"):
         lines.append(f"  the topic holds {results['topic_copies']} events twice (Kafka acknowledged after the spool took "
                      "them); the worker must drop them as retries")
     for title, key in CATCH_UPS.values():
         if results.get(key):
-            lines += fmt_catch_up(title, results[key], consume, results["expected"])
+            lines += fmt_catch_up(title, results[key], consume, results["expected"],
+                                  floor if floor and "error" not in floor else None)
     for part in ("up", "supervised", "split"):
         up = results.get(part)
         if not up:
@@ -878,6 +898,11 @@ def main(argv: list[str] | None = None) -> int:
         if "consume" in parts and "tracker" in parts:
             print("consume + decode baseline ...", file=sys.stderr)
             results["consume_baseline"] = asyncio.run(consume_and_decode(bootstrap, f"test-{run_id}.events"))
+            print("Faust + decode baseline ...", file=sys.stderr)
+            results["faust_baseline"] = faust_floor(bootstrap, f"test-{run_id}.events",
+                                                    results["consume_baseline"]["messages"])
+            if "error" in results["faust_baseline"]:
+                problems.append(f"Faust baseline: {results['faust_baseline']['error']}")
             in_topic, accepted = results["consume_baseline"]["events"], results["tracker_totals"]["events"]
             if in_topic < accepted:
                 problems.append(f"the topic holds {in_topic} events, the tracker accepted {accepted}: some were lost")
