@@ -17,6 +17,7 @@ from typing import Any
 import faust
 
 from aggregations.clickhouse import ClickHouse
+from aggregations.delivery import deliver_in_place
 from aggregations.metrics import WorkerMetrics
 from aggregations.progress import PartitionProgress, Position
 from aggregations.rejections import RejectionSink
@@ -32,9 +33,10 @@ START_OFFSET_TIMEOUT_S = 10.0
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
-    """The worker's Faust app, without its agents (bench/throughput.py measures Faust alone on it)."""
+    """The worker's Faust app, without its agents (bench/throughput.py measures Faust alone on it). Start it
+    with ``deliver_in_place(app.consumer)`` inside the loop it runs in (the consumer binds to that loop)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level of its datadir
-    return faust.App(
+    app = faust.App(
         settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
         autodiscover=False, topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication, consumer_auto_offset_reset="earliest",
@@ -51,6 +53,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         # worker from 38,000 to 54,000 events/s (bench/README.md, "7 December, later").
         consumer_max_fetch_size=settings.consumer_fetch_bytes,
     )
+    return app
 
 
 class Worker:
@@ -93,6 +96,7 @@ class Worker:
 
     async def start(self) -> None:
         self.app.in_worker = True
+        deliver_in_place(self.app.consumer)
         self._guard_acks()
         await self.app.start()
 
