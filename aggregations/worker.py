@@ -33,10 +33,10 @@ START_OFFSET_TIMEOUT_S = 10.0
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
-    """The worker's Faust app, without its agents (bench/throughput.py measures Faust alone on it). Start it
-    with ``deliver_in_place(app.consumer)`` inside the loop it runs in (the consumer binds to that loop)."""
+    """The worker's Faust app, without its agents (bench/throughput.py measures Faust alone on it). Call
+    ``prepare_to_start`` on it before starting it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level of its datadir
-    app = faust.App(
+    return faust.App(
         settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
         autodiscover=False, topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication, consumer_auto_offset_reset="earliest",
@@ -53,7 +53,13 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         # worker from 38,000 to 54,000 events/s (bench/README.md, "7 December, later").
         consumer_max_fetch_size=settings.consumer_fetch_bytes,
     )
-    return app
+
+
+def prepare_to_start(app: faust.App) -> None:
+    """Inside the loop the app will run in (its consumer binds to that loop): it runs as a worker, and its
+    fetcher hands each message over in place (``aggregations/delivery.py``)."""
+    app.in_worker = True
+    deliver_in_place(app.consumer)
 
 
 class Worker:
@@ -95,8 +101,7 @@ class Worker:
                                partial(self._seek_back, topic), on_rewind=self._metrics.offset_rewinds.inc)
 
     async def start(self) -> None:
-        self.app.in_worker = True
-        deliver_in_place(self.app.consumer)
+        prepare_to_start(self.app)
         self._guard_acks()
         await self.app.start()
 

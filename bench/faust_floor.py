@@ -24,8 +24,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregations.delivery import deliver_in_place  # noqa: E402
-from aggregations.worker import faust_app  # noqa: E402
+from aggregations.worker import faust_app, prepare_to_start  # noqa: E402
 from ingest.settings import Settings  # noqa: E402
 
 
@@ -60,8 +59,7 @@ def main() -> None:
                     os._exit(0)  # Faust's orderly stop takes seconds and measures nothing
 
         async def run() -> None:
-            app.in_worker = True
-            deliver_in_place(app.consumer)  # as Worker.start does
+            prepare_to_start(app)  # as Worker.start does
             await app.start()
             await asyncio.sleep(args.timeout)
             print(orjson.dumps({"error": f"{seen['messages']} of {args.messages} messages in {args.timeout:.0f} s",
