@@ -437,6 +437,14 @@ def wait_until_written(url: str, expected_events: int, timeout_s: float, samples
     return None
 
 
+def insert_waits(metrics: dict[str, float], events: int) -> dict[str, float]:
+    """µs per event the worker spent awaiting each table's inserts (its latency histogram's sums): the share of
+    its wall time the database, not its own CPU, decided."""
+    prefix = 'vidpulse_worker_insert_latency_seconds_sum{table="'
+    return {name[len(prefix):-2]: round(1e6 * value / max(1, events), 2)
+            for name, value in sorted(metrics.items()) if name.startswith(prefix)}
+
+
 def measure_catch_up(worker: VidpulseProcess, expected_events: int, args: argparse.Namespace,
                      engine_pid: int | None = None) -> dict[str, Any]:
     """Starts ``worker`` on a backlog and times it from its first consumed event until every event is in
@@ -469,6 +477,8 @@ def measure_catch_up(worker: VidpulseProcess, expected_events: int, args: argpar
             / max(1, expected_events)
         if engine_pid is not None:
             result["engine_cpu_us_per_event"] = 1e6 * (cpu_seconds(engine_pid) - engine_ready) / max(1, expected_events)
+        if done_at is not None:
+            result["insert_wait_us_per_event"] = insert_waits(scrape(worker.url), expected_events)
         proc = psutil.Process(worker.proc.pid) if worker.proc else None
         result["rss_mb"] = proc.memory_info().rss / 2**20 if proc else None
         result["log_warnings"] = log_warnings(worker.log_path)[:5]
@@ -736,6 +746,8 @@ def fmt_catch_up(title: str, run: dict[str, Any], consume: dict[str, Any] | None
             f"{run['machine']['load'][0]:.2f}), cpu {run['cpu_us_per_event']:.1f} us/event"
             + (f" in the worker + {engine:.1f} in the server" if engine is not None else "")
             + (f" = {consume['cpu_us_per_event'] / cpu:.3f}x consume+decode per CPU" if consume else ""),
+            *(["  awaiting inserts, us/event: " + ", ".join(f"{table} {us}" for table, us in waits.items())
+               + f" (all {sum(waits.values()):.1f})"] if (waits := run.get("insert_wait_us_per_event")) else []),
             f"  API totals {run.get('totals')} / expected {expected}"]
 
 
