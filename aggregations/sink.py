@@ -88,7 +88,10 @@ class EventSink:
         self._recorded: dict[int, dict[int, int]] = {}
         # where each assigned partition's replay began: the first offset read since its assignment (or a seek)
         self._replay_from: dict[int, int] = {}
-        self._writing_since: float | None = None  # a batch being written counts as pending for its age
+        self._writing_since: float | None = None  # a batch being built counts as pending for its age
+        # partition -> its last batch's write (rows, then acks) running beside the agent, and when that batch
+        # opened: the next batch of any partition is built meanwhile (see _flush)
+        self._inflight: dict[int, tuple[asyncio.Task[None], float]] = {}
         self._sessions: OrderedDict[int, _Session] = OrderedDict()
         self._lock = asyncio.Lock()
         self._failing_calls = 0  # database calls being retried right now
@@ -114,6 +117,7 @@ class EventSink:
     def oldest_pending_age_s(self) -> float:
         now = time.monotonic()
         opened = [pending.opened_at for pending in self._pending.values()]
+        opened += [opened_at for task, opened_at in self._inflight.values() if not task.done()]
         if self._writing_since is not None:
             opened.append(self._writing_since)
         return max((now - when for when in opened), default=0.0)
@@ -121,11 +125,15 @@ class EventSink:
     async def add(self, partition: int, offset: int, batch: EnrichedBatch | None, handle: Any) -> None:
         """``batch`` is None for an unreadable message: it is acknowledged in turn and written nowhere."""
         async with self._lock:
+            self._raise_failed_writes()
             pending = self._pending.get(partition)
-            if pending is not None and offset < self._next_offset[partition]:
-                # the consumer moved back (error recovery): it delivers the pending messages again
-                del self._pending[partition]
-                pending = None
+            if partition in self._next_offset and offset < self._next_offset[partition]:
+                # the consumer moved back (error recovery): it delivers the pending messages again, perhaps
+                # some of the batch being written too, which must be recorded and acknowledged first
+                await self._settle(partition)
+                if pending is not None:
+                    del self._pending[partition]
+                    pending = None
             if pending is not None and pending.forced_last is not None and offset > pending.forced_last:
                 await self._flush(partition)
                 pending = None
@@ -148,6 +156,12 @@ class EventSink:
             if closing.session_minutes:
                 await self._write_until_done(closing, None)
 
+    async def settled(self) -> None:
+        """Returns once every batch flushed so far is written and acknowledged."""
+        async with self._lock:
+            for partition in list(self._inflight):
+                await self._settle(partition)
+
     async def flush_all(self) -> int:
         """On shutdown: write what can be written (returns how many batches); a forced batch still
         short of its end stays unacked and is replayed."""
@@ -155,6 +169,8 @@ class EventSink:
             due = [partition for partition, pending in self._pending.items() if pending.forced_last is None]
             for partition in due:
                 await self._flush(partition)
+            for partition in list(self._inflight):
+                await self._settle(partition)
             return len(due)
 
     async def reload(self, partitions: set[int]) -> None:
@@ -195,6 +211,8 @@ class EventSink:
         """On revocation: drop unacked batches (the next owner replays them) and their sessions."""
         async with self._lock:
             for partition in partitions:
+                # a batch being written finishes first: its rows and acknowledgements, as before a revocation
+                await self._settle(partition)
                 self._pending.pop(partition, None)
                 self._next_offset.pop(partition, None)
                 self._watermark_ms.pop(partition, None)
@@ -241,27 +259,57 @@ class EventSink:
         return pending.events >= self._config.flush_max_events
 
     async def _flush(self, partition: int) -> None:
+        """Builds the batch and records its range, then leaves its write to a task of its own.
+
+        While ClickHouse takes one partition's rows, the agent consumes and builds the next batches (the worker
+        and the server used to take turns). A partition's batches are still written and acknowledged one after
+        the other: the next one is built only after the last one is written, so a session that left the cache
+        is read back from events_raw whole."""
         pending = self._pending.pop(partition)
+        await self._settle(partition)
         self._writing_since = pending.opened_at
         try:
-            await self._write_batch(partition, pending)
+            rows, batch_range = await self._prepare(partition, pending)
         finally:
             self._writing_since = None
+        task = asyncio.create_task(self._write_batch(partition, pending, rows, batch_range),
+                                   name=f"sink-write-{partition}-{pending.first_offset}")
+        self._inflight[partition] = (task, pending.opened_at)
 
-    async def _write_batch(self, partition: int, pending: _Pending) -> None:
-        last_offset = pending.messages[-1][0]
+    async def _settle(self, partition: int) -> None:
+        """Waits for the partition's batch being written; a failure other than the database's is raised here."""
+        entry = self._inflight.get(partition)
+        if entry is None:
+            return
+        try:
+            await entry[0]
+        finally:
+            if self._inflight.get(partition) is entry:
+                del self._inflight[partition]
+
+    def _raise_failed_writes(self) -> None:
+        """A write that failed for a reason retrying cannot fix (a bug) stops the agent at its next message."""
+        for partition, (task, _) in list(self._inflight.items()):
+            if task.done():
+                del self._inflight[partition]
+                task.result()
+
+    async def _prepare(self, partition: int, pending: _Pending) -> tuple[SinkRows, BatchRange]:
         batch_range = BatchRange(self._config.consumer_group, self._config.topic, partition,
-                                 pending.first_offset, last_offset)
+                                 pending.first_offset, pending.messages[-1][0])
         rows = await self._build_rows(partition, pending)
         rows.session_minutes += self._close_silent(partition)
         if pending.forced_last is None:
             await self._retrying(lambda: self._writer.record_batch(batch_range))
+        return rows, batch_range
+
+    async def _write_batch(self, partition: int, pending: _Pending, rows: SinkRows, batch_range: BatchRange) -> None:
         await self._write_until_done(rows, batch_range)
         for _, _, handle in pending.messages:
             await self._ack(handle)
         self._metrics.batch_size.observe(len(pending.messages))
         log.debug("flushed partition %d offsets %d-%d: %d raw rows", partition, pending.first_offset,
-                  last_offset, len(rows.raw))
+                  batch_range.last_offset, len(rows.raw))
 
     async def _build_rows(self, partition: int, pending: _Pending) -> SinkRows:
         readable = [(offset, batch) for offset, batch, _ in pending.messages if batch is not None]

@@ -65,11 +65,13 @@ def prepare_to_start(app: faust.App) -> None:
 class Worker:
     """A started Faust app plus the sink its agent writes through."""
 
-    def __init__(self, settings: Settings, bootstrap: str, db: ClickHouse, metrics: WorkerMetrics) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, db: ClickHouse, metrics: WorkerMetrics,
+                 control_db: ClickHouse | None = None) -> None:
+        """``control_db``: a second client for the sink's reads while ``db`` writes a batch (see ClickHouseWriter)."""
         self.app = faust_app(settings, bootstrap)
         self.topic = self.app.topic(settings.events_topic, value_type=bytes, key_type=bytes,
                                     partitions=settings.topic_partitions)
-        self.sink = EventSink(ClickHouseWriter(db, metrics), _sink_config(settings), metrics,
+        self.sink = EventSink(ClickHouseWriter(db, metrics, control_db), _sink_config(settings), metrics,
                               ack=self._ack, caught_up=self._caught_up)
         self._metrics = metrics
         self._sequencer = self._sequencer_of(self.topic, self.sink.next_offset)

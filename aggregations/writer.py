@@ -18,20 +18,24 @@ HISTORY_KEYS_PER_QUERY = 4_000
 
 
 class ClickHouseWriter:
-    def __init__(self, db: ClickHouse, metrics: WorkerMetrics) -> None:
+    """``db`` takes the batches' rows; ``control`` (by default the same client) the reads and the small writes the
+    sink makes while building a batch, so that on a server they need not wait behind another batch's rows."""
+
+    def __init__(self, db: ClickHouse, metrics: WorkerMetrics, control: ClickHouse | None = None) -> None:
         self._db = db
+        self._control = control or db
         self._metrics = metrics
 
     async def record_batch(self, batch: BatchRange) -> None:
         """The write-ahead note: written before the batch's rows, so a replay can cut the same batch."""
         row = (batch.consumer_group, batch.topic, batch.partition, batch.first_offset, batch.last_offset)
-        await self._timed("sink_batches", self._db.ainsert(
+        await self._timed("sink_batches", self._control.ainsert(
             "sink_batches", [row], ("consumer_group", "topic", "partition", "first_offset", "last_offset")), 1)
 
     async def recorded_batches(self, consumer_group: str, topic: str, partition: int,
                                from_offset: int) -> dict[int, int]:
         """first_offset -> last_offset of every batch recorded from ``from_offset`` on: what a replay must cut again."""
-        rows = await self._db.aquery(
+        rows = await self._control.aquery(
             "SELECT first_offset, last_offset FROM sink_batches FINAL WHERE consumer_group = {g:String} "
             "AND topic = {t:String} AND partition = {p:UInt32} AND first_offset >= {o:UInt64}",
             {"g": consumer_group, "t": topic, "p": partition, "o": from_offset})
@@ -49,7 +53,7 @@ class ClickHouseWriter:
         pairs = sorted(set(keys))
         for start in range(0, len(pairs), HISTORY_KEYS_PER_QUERY):
             chunk = pairs[start:start + HISTORY_KEYS_PER_QUERY]
-            rows = await self._db.aquery(
+            rows = await self._control.aquery(
                 "SELECT session_key, event_id, type, toUnixTimestamp64Milli(event_time) FROM events_raw "
                 "WHERE account IN {accounts:Array(String)} AND session_key IN {keys:Array(UInt64)} "
                 "AND NOT (kafka_partition = {p:UInt32} AND kafka_offset >= {o:UInt64})",
@@ -61,7 +65,7 @@ class ClickHouseWriter:
 
     async def dimension_values(self, keys: list[tuple[str, dt.date, str]]) -> dict[tuple[str, dt.date, str], set[str]]:
         """The values admitted so far for each (account, day, dimension)."""
-        rows = await self._db.aquery(
+        rows = await self._control.aquery(
             "SELECT account, day, dimension, value FROM dimension_values FINAL "
             "WHERE (account, day, dimension) IN {keys:Array(Tuple(String, Date, String))}", {"keys": keys})
         found: dict[tuple[str, dt.date, str], set[str]] = {}
@@ -70,7 +74,7 @@ class ClickHouseWriter:
         return found
 
     async def admit_dimension_values(self, rows: list[tuple[str, dt.date, str, str]]) -> None:
-        await self._timed("dimension_values", self._db.ainsert(
+        await self._timed("dimension_values", self._control.ainsert(
             "dimension_values", rows, ("account", "day", "dimension", "value")), len(rows))
 
     async def recent_sessions(self, partitions: list[int], since_ms: int, oldest_event_ms: int) -> list[tuple[Any, ...]]:
@@ -80,7 +84,7 @@ class ClickHouseWriter:
         none is older than ``oldest_event_ms`` (the tracker's lateness), which keeps the read to the months
         that can hold them."""
         dimensions = ", ".join(DIMENSIONS)
-        return await self._db.aquery(
+        return await self._control.aquery(
             f"SELECT account, session_key, any(fingerprint), argMax(tuple({dimensions}), event_time), "
             "groupArray((event_id, type, toUnixTimestamp64Milli(event_time), kafka_offset)), any(kafka_partition) "
             "FROM events_raw WHERE kafka_partition IN {parts:Array(UInt32)} "

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     consumer_session_timeout_s: float = Field(10.0, ge=6, description="how soon a dead worker's partitions move")
     dimension_cap_per_day: int = Field(10_000, ge=1, description="distinct video/player/domain values per account per "
                                        "UTC day before new ones fold into (other)")
-    flush_max_events: int = Field(20_000, ge=1)
+    flush_max_events: int = Field(60_000, ge=1, description="a partition's batch is written at this many events "
+                                  "even before the interval: only a backlog fills one (bench/README.md)")
     session_close_grace_s: int = Field(10, ge=0, description="close a silent session this long past the timeout, "
                                                              "by event time and by its last batch's arrival")
     query_max_execution_s: int = Field(30, ge=1, description="a query running longer is stopped: 422")

@@ -63,7 +63,7 @@ class Process:
         self.registry = CollectorRegistry()
         self.checks: dict[str, Check] = {}
         self.db: ClickHouse | None = None
-        self.worker_db = self.producer = self.worker = None
+        self.worker_db = self.worker_control_db = self.producer = self.worker = None
         self.directories: list[Directory] = []
         self._services = contextlib.AsyncExitStack()  # what runs for as long as the process: the MCP sessions
         self._mcp: object | None = None
@@ -92,7 +92,12 @@ class Process:
         if "worker" in roles:
             # its own client: queries never wait behind the worker's inserts (chdb shares the engine)
             self.worker_db = connect(settings.clickhouse_url, settings.clickhouse_database)
-            self.worker = Worker(settings, bootstrap, self.worker_db, WorkerMetrics(self.registry))
+            # and a second one on a server, so building the next batch never waits behind the last one's rows
+            # (chdb's engine is this process's: the same client)
+            self.worker_control_db = self.worker_db if settings.clickhouse_url.startswith("chdb") \
+                else connect(settings.clickhouse_url, settings.clickhouse_database)
+            self.worker = Worker(settings, bootstrap, self.worker_db, WorkerMetrics(self.registry),
+                                 self.worker_control_db)
         if "api" in roles:
             self.keys: Directory[ApiKey] = Directory("keys", self._loader(active_keys), settings.accounts_refresh_s)
             self.directories.append(self.keys)
@@ -147,9 +152,8 @@ class Process:
             await self.producer.stop()
         for directory in self.directories:
             await directory.stop()
-        for db in (self.worker_db, self.db):
-            if db:
-                db.close()
+        for db in {id(db): db for db in (self.worker_db, self.worker_control_db, self.db) if db}.values():
+            db.close()
 
     def http_app(self) -> FastAPI:
         @contextlib.asynccontextmanager

@@ -85,6 +85,19 @@ class RecordingWriter:
         return sorted(row[4] for row in self.raw_rows())
 
 
+class SettlingSink(EventSink):
+    """Each call returns once the batches it flushed are written: these tests look at the rows right after.
+    The writes running beside the agent have tests of their own (test_writes_overlap_...)."""
+
+    async def add(self, *args, **kwargs):
+        await super().add(*args, **kwargs)
+        await self.settled()
+
+    async def flush_due(self):
+        await super().flush_due()
+        await self.settled()
+
+
 class Harness:
     def __init__(self, writer: RecordingWriter, max_events: int = 1000, grace_ms: int = 0, cap: int = 100) -> None:
         self.acked: list[int] = []
@@ -95,8 +108,8 @@ class Harness:
         async def ack(handle):
             self.acked.append(handle)
 
-        self.sink = EventSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
-                              caught_up=lambda partition, offset: True, clock_ms=lambda: self.now_ms)
+        self.sink = SettlingSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
+                                 caught_up=lambda partition, offset: True, clock_ms=lambda: self.now_ms)
 
 
 def run(coro):
@@ -555,3 +568,100 @@ def test_a_replaying_partitions_sessions_ahead_of_its_watermark_leave_the_walk_u
     run(scenario())
     assert 2 not in sink._sessions
     assert (utc(BASE + 11 * M), 2) in writer.session_minutes  # its stretch [ahead, ahead + timeout), written at close
+
+
+class GatedWriter(RecordingWriter):
+    """Holds the rows of partition 0's batches until ``gate`` opens; notes the order batches were written in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.written: list[tuple[int, int]] = []  # (partition, first offset)
+        self.bug: Exception | None = None
+
+    async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
+        if batch is not None and batch.partition == 0:
+            await self.gate.wait()
+            if self.bug:
+                raise self.bug
+        await super().write(rows, batch)
+        if batch is not None:
+            self.written.append((batch.partition, batch.first_offset))
+
+
+def gated_sink(writer: GatedWriter, acked: list) -> EventSink:
+    """Every message flushes its partition; calls return without waiting for the write."""
+    config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=3600, flush_max_events=1)
+
+    async def ack(handle):
+        acked.append(handle)
+
+    return EventSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
+                     caught_up=lambda partition, offset: True, clock_ms=lambda: BASE + 100 * M)
+
+
+async def until(condition, timeout_s: float = 2.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+def test_writes_overlap_across_partitions_and_keep_their_order_within_one():
+    """While partition 0's rows wait on the database, partition 1's batches are built, written and acknowledged;
+    partition 0's next batch waits for its last one, and its acknowledgements come after its writes, in order."""
+    writer, acked = GatedWriter(), []
+    sink = gated_sink(writer, acked)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        await sink.add(1, 0, batch(2, ("1", "view", BASE)), "p1-0")
+        await sink.add(1, 1, batch(2, ("2", "heartbeat", BASE + 10_000)), "p1-1")
+        await until(lambda: writer.written == [(1, 0), (1, 1)])
+        assert acked == ["p1-0", "p1-1"]
+        assert sink.oldest_pending_age_s() > 0  # partition 0's batch counts until it is written
+        second = asyncio.create_task(sink.add(0, 1, batch(1, ("2", "heartbeat", BASE + 10_000)), "p0-1"))
+        await asyncio.sleep(0.05)
+        assert not second.done() and acked == ["p1-0", "p1-1"]  # built only once the first is written
+        writer.gate.set()
+        await second
+        await sink.settled()
+
+    run(scenario())
+    assert writer.written == [(1, 0), (1, 1), (0, 0), (0, 1)]
+    assert acked == ["p1-0", "p1-1", "p0-0", "p0-1"]
+    assert writer.event_ids() == ["1", "1", "2", "2"]
+
+
+def test_a_bug_in_a_write_beside_the_agent_stops_it_at_the_next_message():
+    writer, acked = GatedWriter(), []
+    writer.bug = RuntimeError("a bug, not the database")
+    sink = gated_sink(writer, acked)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        writer.gate.set()
+        await asyncio.sleep(0.01)
+        with pytest.raises(RuntimeError, match="a bug"):
+            await sink.add(1, 0, batch(2, ("1", "view", BASE)), "p1-0")
+
+    run(scenario())
+    assert acked == [] and writer.written == []
+
+
+def test_a_revoked_or_stopping_partition_finishes_its_write_first():
+    writer, acked = GatedWriter(), []
+    sink = gated_sink(writer, acked)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        forget = asyncio.create_task(sink.forget({0}))
+        await asyncio.sleep(0.05)
+        assert not forget.done()
+        writer.gate.set()
+        await forget
+        assert acked == ["p0-0"]
+        await sink.add(0, 5, batch(3, ("1", "view", BASE)), "p0-5")  # assigned again later
+        assert await sink.flush_all() == 0  # nothing pending; the write in flight is waited for
+        assert acked == ["p0-0", "p0-5"]
+
+    run(scenario())
