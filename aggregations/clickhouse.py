@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -78,6 +80,10 @@ class ClickHouse:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._lock = threading.Lock()
+        # The async calls wait their turn in this client's own thread, not in threads of the loop's shared pool
+        # blocked on the lock: the worker's writes in flight (one per partition) would otherwise hold most of that
+        # pool, and other clients' calls (the worker's reads, the API's queries) would queue behind rows.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._types: dict[tuple[str, tuple[str, ...]], tuple[ClickHouseType, ...]] = {}
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
@@ -143,15 +149,18 @@ class ClickHouse:
 
     async def aquery(self, sql: str, parameters: dict[str, Any] | None = None,
                      settings: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        return await asyncio.to_thread(self.query, sql, parameters, settings)
+        return await self._in_turn(self.query, sql, parameters, settings)  # type: ignore[no-any-return]
 
     async def ainsert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str],
                       dedup_token: str | None = None) -> None:
-        await asyncio.to_thread(self.insert, table, rows, columns, dedup_token)
+        await self._in_turn(self.insert, table, rows, columns, dedup_token)
 
     async def ainsert_block(self, table: str, block: NativeBlock, dedup_token: str | None = None) -> None:
         """``insert_block`` off the event loop, as ``ainsert``."""
-        await asyncio.to_thread(self.insert_block, table, block, dedup_token)
+        await self._in_turn(self.insert_block, table, block, dedup_token)
+
+    async def _in_turn(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(call, *args))
 
     async def ping(self) -> bool:
         try:
@@ -163,6 +172,7 @@ class ClickHouse:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+        self._executor.shutdown(wait=False)
 
 
 @contextlib.contextmanager

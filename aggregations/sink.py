@@ -117,7 +117,7 @@ class EventSink:
     def oldest_pending_age_s(self) -> float:
         now = time.monotonic()
         opened = [pending.opened_at for pending in self._pending.values()]
-        opened += [opened_at for task, opened_at in self._inflight.values() if not task.done()]
+        opened += [opened_at for _, opened_at in self._inflight.values()]  # running, or failed: unwritten
         if self._writing_since is not None:
             opened.append(self._writing_since)
         return max((now - when for when in opened), default=0.0)
@@ -148,6 +148,7 @@ class EventSink:
     async def flush_due(self) -> None:
         """Called by a timer: flushes batches past the interval and closes silent sessions."""
         async with self._lock:
+            self._raise_failed_writes()
             now = time.monotonic()
             for partition, pending in list(self._pending.items()):
                 if pending.forced_last is None and now - pending.opened_at >= self._config.flush_interval_s:
@@ -159,18 +160,18 @@ class EventSink:
     async def settled(self) -> None:
         """Returns once every batch flushed so far is written and acknowledged."""
         async with self._lock:
-            for partition in list(self._inflight):
-                await self._settle(partition)
+            await self._settle_all(list(self._inflight))
 
     async def flush_all(self) -> int:
         """On shutdown: write what can be written (returns how many batches); a forced batch still
         short of its end stays unacked and is replayed."""
         async with self._lock:
             due = [partition for partition, pending in self._pending.items() if pending.forced_last is None]
-            for partition in due:
-                await self._flush(partition)
-            for partition in list(self._inflight):
-                await self._settle(partition)
+            try:
+                for partition in due:
+                    await self._flush(partition)
+            finally:
+                await self._settle_all(list(self._inflight))
             return len(due)
 
     async def reload(self, partitions: set[int]) -> None:
@@ -210,17 +211,19 @@ class EventSink:
     async def forget(self, partitions: set[int]) -> None:
         """On revocation: drop unacked batches (the next owner replays them) and their sessions."""
         async with self._lock:
-            for partition in partitions:
+            try:
                 # a batch being written finishes first: its rows and acknowledgements, as before a revocation
-                await self._settle(partition)
-                self._pending.pop(partition, None)
-                self._next_offset.pop(partition, None)
-                self._watermark_ms.pop(partition, None)
-                self._recorded.pop(partition, None)
-                self._replay_from.pop(partition, None)
-            for key in [k for k, s in self._sessions.items() if s.partition in partitions]:
-                del self._sessions[key]
-            self._metrics.open_sessions.set(len(self._sessions))
+                await self._settle_all([partition for partition in partitions if partition in self._inflight])
+            finally:
+                for partition in partitions:
+                    self._pending.pop(partition, None)
+                    self._next_offset.pop(partition, None)
+                    self._watermark_ms.pop(partition, None)
+                    self._recorded.pop(partition, None)
+                    self._replay_from.pop(partition, None)
+                for key in [k for k, s in self._sessions.items() if s.partition in partitions]:
+                    del self._sessions[key]
+                self._metrics.open_sessions.set(len(self._sessions))
 
     async def _open(self, partition: int, offset: int) -> _Pending:
         """A batch may start where a replay of batches cut before starts: cut it the same way.
@@ -265,8 +268,8 @@ class EventSink:
         and the server used to take turns). A partition's batches are still written and acknowledged one after
         the other: the next one is built only after the last one is written, so a session that left the cache
         is read back from events_raw whole."""
+        await self._settle(partition)  # first: if it failed, this batch stays pending
         pending = self._pending.pop(partition)
-        await self._settle(partition)
         self._writing_since = pending.opened_at
         try:
             rows, batch_range = await self._prepare(partition, pending)
@@ -274,25 +277,49 @@ class EventSink:
             self._writing_since = None
         task = asyncio.create_task(self._write_batch(partition, pending, rows, batch_range),
                                    name=f"sink-write-{partition}-{pending.first_offset}")
-        self._inflight[partition] = (task, pending.opened_at)
+        entry = self._inflight[partition] = (task, pending.opened_at)
+        task.add_done_callback(lambda _: self._written(partition, entry))
+
+    def _written(self, partition: int, entry: tuple[asyncio.Task[None], float]) -> None:
+        """A write that succeeded leaves at once (its batch no longer counts as pending); a failed one stays
+        until it is raised."""
+        task = entry[0]
+        if self._inflight.get(partition) is entry and not task.cancelled() and task.exception() is None:
+            del self._inflight[partition]
 
     async def _settle(self, partition: int) -> None:
-        """Waits for the partition's batch being written; a failure other than the database's is raised here."""
+        """Waits for the partition's batch being written; a failure other than the database's is raised here.
+        Shielded: a waiter cancelled (the agent or the timer stopping) leaves the write running, not half done."""
         entry = self._inflight.get(partition)
         if entry is None:
             return
         try:
-            await entry[0]
+            await asyncio.shield(entry[0])
         finally:
-            if self._inflight.get(partition) is entry:
+            if entry[0].done() and self._inflight.get(partition) is entry:
                 del self._inflight[partition]
 
+    async def _settle_all(self, partitions: list[int]) -> None:
+        """Every one of these partitions' writes, even past a failure; the first failure is raised after."""
+        failure: BaseException | None = None
+        for partition in partitions:
+            try:
+                await self._settle(partition)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # raised below, once the others are written
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
     def _raise_failed_writes(self) -> None:
-        """A write that failed for a reason retrying cannot fix (a bug) stops the agent at its next message."""
+        """A write that failed for a reason retrying cannot fix (a bug) stops the agent (or the timer) at its next
+        call; the batch was never acknowledged."""
         for partition, (task, _) in list(self._inflight.items()):
             if task.done():
                 del self._inflight[partition]
-                task.result()
+                if not task.cancelled():
+                    task.result()
 
     async def _prepare(self, partition: int, pending: _Pending) -> tuple[SinkRows, BatchRange]:
         batch_range = BatchRange(self._config.consumer_group, self._config.topic, partition,

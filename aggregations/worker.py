@@ -134,6 +134,7 @@ class Worker:
         await self.rejections.flush()
         log.info("shutdown: flushed %d pending batches", flushed)
         await self.app.stop()
+        await self.sink.settled()  # a batch the agent or the timer flushed meanwhile
 
     async def _consume(self, stream: Any) -> None:
         self._stream = stream.noack()

@@ -571,27 +571,33 @@ def test_a_replaying_partitions_sessions_ahead_of_its_watermark_leave_the_walk_u
 
 
 class GatedWriter(RecordingWriter):
-    """Holds the rows of partition 0's batches until ``gate`` opens; notes the order batches were written in."""
+    """Holds the rows of the gated partitions' batches until their gate opens, then raises that partition's
+    bug if it has one; notes the order batches were written in."""
 
-    def __init__(self) -> None:
+    def __init__(self, gated: tuple[int, ...] = (0,)) -> None:
         super().__init__()
-        self.gate = asyncio.Event()
+        self.gates = {partition: asyncio.Event() for partition in gated}
+        self.bugs: dict[int, Exception] = {}
         self.written: list[tuple[int, int]] = []  # (partition, first offset)
-        self.bug: Exception | None = None
+
+    @property
+    def gate(self) -> asyncio.Event:
+        return self.gates[0]
 
     async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
-        if batch is not None and batch.partition == 0:
-            await self.gate.wait()
-            if self.bug:
-                raise self.bug
+        if batch is not None and batch.partition in self.gates:
+            await self.gates[batch.partition].wait()
+            if batch.partition in self.bugs:
+                raise self.bugs[batch.partition]
         await super().write(rows, batch)
         if batch is not None:
             self.written.append((batch.partition, batch.first_offset))
 
 
-def gated_sink(writer: GatedWriter, acked: list) -> EventSink:
-    """Every message flushes its partition; calls return without waiting for the write."""
-    config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=3600, flush_max_events=1)
+def gated_sink(writer: GatedWriter, acked: list, max_events: int = 1, interval_s: float = 3600) -> EventSink:
+    """By default every message flushes its partition; calls return without waiting for the write."""
+    config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=interval_s,
+                        flush_max_events=max_events)
 
     async def ack(handle):
         acked.append(handle)
@@ -634,7 +640,7 @@ def test_writes_overlap_across_partitions_and_keep_their_order_within_one():
 
 def test_a_bug_in_a_write_beside_the_agent_stops_it_at_the_next_message():
     writer, acked = GatedWriter(), []
-    writer.bug = RuntimeError("a bug, not the database")
+    writer.bugs[0] = RuntimeError("a bug, not the database")
     sink = gated_sink(writer, acked)
 
     async def scenario():
@@ -665,3 +671,64 @@ def test_a_revoked_or_stopping_partition_finishes_its_write_first():
         assert acked == ["p0-0", "p0-5"]
 
     run(scenario())
+
+
+def test_the_timer_raises_a_failed_write_and_the_next_batch_stays_pending():
+    writer, acked = GatedWriter(), []
+    writer.bugs[0] = RuntimeError("a bug, not the database")
+    sink = gated_sink(writer, acked, max_events=2, interval_s=0)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        await sink.flush_due()  # due at once: its write waits at the gate
+        await sink.add(0, 1, batch(1, ("2", "heartbeat", BASE + 10_000)), "p0-1")
+        writer.gate.set()
+        await asyncio.sleep(0.01)
+        with pytest.raises(RuntimeError, match="a bug"):
+            await sink.flush_due()
+        assert sink.oldest_pending_age_s() > 0  # offset 1 still waits to be written
+        del writer.bugs[0]
+        await sink.flush_due()
+        await sink.settled()
+
+    run(scenario())
+    assert writer.written == [(0, 1)] and acked == ["p0-1"]  # offset 0, never written, is never acknowledged
+
+
+def test_one_failed_write_does_not_keep_shutdown_from_the_others():
+    writer, acked = GatedWriter(gated=(0, 1)), []
+    writer.bugs[0] = RuntimeError("a bug, not the database")
+    sink = gated_sink(writer, acked)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        await sink.add(1, 0, batch(2, ("1", "view", BASE)), "p1-0")
+        writer.gates[0].set()
+        await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(sink.flush_all())
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # partition 1's write is waited for, past partition 0's failure
+        writer.gates[1].set()
+        with pytest.raises(RuntimeError, match="a bug"):
+            await stopping
+
+    run(scenario())
+    assert acked == ["p1-0"] and writer.written == [(1, 0)]
+
+
+def test_a_cancelled_waiter_leaves_the_write_running():
+    writer, acked = GatedWriter(), []
+    sink = gated_sink(writer, acked)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        waiter = asyncio.create_task(sink.settled())
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        writer.gate.set()
+        await sink.settled()
+
+    run(scenario())
+    assert acked == ["p0-0"] and writer.written == [(0, 0)]
