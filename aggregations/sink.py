@@ -213,7 +213,7 @@ class EventSink:
         async with self._lock:
             try:
                 # a batch being written finishes first: its rows and acknowledgements, as before a revocation
-                await self._settle_all([partition for partition in partitions if partition in self._inflight])
+                await self._settle_all(list(partitions))
             finally:
                 for partition in partitions:
                     self._pending.pop(partition, None)
@@ -305,9 +305,7 @@ class EventSink:
         for partition in partitions:
             try:
                 await self._settle(partition)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # raised below, once the others are written
+            except Exception as exc:  # raised below, once the others are written (a cancellation is not caught)
                 failure = failure or exc
         if failure is not None:
             raise failure
