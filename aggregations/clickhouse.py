@@ -23,8 +23,8 @@ from clickhouse_connect.driver import options as driver_options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.compression import get_compressor
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
-from clickhouse_connect.driver.insert import InsertContext
-from clickhouse_connect.driver.transform import NativeTransform
+
+from aggregations import native
 
 # vidpulse hands clickhouse-connect lists and bytes, never a DataFrame. Its insert asks whether the data is one,
 # and the first asking imports pandas and pyarrow (installed with chdb): 80 MB more in every process that writes,
@@ -102,13 +102,13 @@ class ClickHouse:
             return
         self.insert_block(table, self.encode(table, columns, list(zip(*rows, strict=True))), dedup_token)
 
-    def encode(self, table: str, names: Sequence[str], columns: Sequence[Sequence[Any]]) -> NativeBlock:
-        """``columns`` (one sequence of values per name) as a Native block of ``table``'s column types.
-        DateTime64 columns take integer ticks as well as datetimes."""
+    def encode(self, table: str, names: Sequence[str], columns: Sequence[native.Column]) -> NativeBlock:
+        """``columns`` (one sequence of values, or ``native.Runs``, per name) as a Native block of ``table``'s
+        column types. DateTime64 columns take integer ticks as well as datetimes."""
         types = self._column_types(table, tuple(names))
         compression = self._client.write_compression
         compressor = get_compressor(compression)
-        body = _native(names, types, columns, self._client.server_tz)
+        body = native.body(names, types, columns, self._client.server_tz)
         data = bytes(compressor.compress_block(body)) + bytes(compressor.flush() or b"")
         return NativeBlock(tuple(names), tuple(t.name for t in types), data, len(columns[0]) if columns else 0,
                            compression)
@@ -188,20 +188,6 @@ def _mapped() -> Iterator[None]:
         if type(exc).__module__.startswith(("clickhouse_connect", "chdb", "urllib3")):
             raise ClickHouseError(_first_line(exc), getattr(exc, "code", None)) from exc
         raise
-
-
-def _native(names: Sequence[str], types: Sequence[ClickHouseType], columns: Sequence[Sequence[Any]],
-            server_tz: Any) -> bytes:
-    """The Native-format body clickhouse-connect's own insert would send, without its INSERT statement line
-    (so the table name given here never reaches the server; ``insert_block`` names the table)."""
-    if not columns or not columns[0]:
-        return b""
-    context = InsertContext("unused", list(names), list(types), data=columns, column_oriented=True,
-                            block_size=len(columns[0]), server_tz=server_tz)
-    body = b"".join(NativeTransform.build_insert(context))
-    if context.insert_exception is not None:
-        raise context.insert_exception
-    return body[body.index(b"\n") + 1:]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Protocol
 
+from aggregations.native import Runs
 from ingest.models import EnrichedBatch, EnrichedEvent
 
 DIMENSIONS = ("video", "country", "continent", "subdivision", "device_type", "os", "browser", "player",
@@ -61,7 +62,8 @@ _BATCH_COLUMNS = ("account", "session", "session_key", "fingerprint", "received_
 _BY_EVENT = tuple((RAW_COLUMNS.index(name), attrgetter(field)) for name, field in _EVENT_FIELDS.items())
 _BY_BATCH = tuple(RAW_COLUMNS.index(name) for name in _BATCH_COLUMNS)
 _FATAL = RAW_COLUMNS.index("fatal")
-assert sorted((*(i for i, _ in _BY_EVENT), *_BY_BATCH, _FATAL)) == list(range(len(RAW_COLUMNS)))
+_PER_EVENT = (*(index for index, _ in _BY_EVENT), _FATAL)  # RawColumns._events' columns, in their order
+assert sorted((*_PER_EVENT, *_BY_BATCH)) == list(range(len(RAW_COLUMNS)))
 
 
 class RawColumns:
@@ -69,34 +71,53 @@ class RawColumns:
 
     The worker's raw rows never exist as tuples: building one 40-field tuple per event and transposing
     them for the Native block cost about 4 µs per event, a batch's columns a fraction of one
-    (bench/README.md). ``event_time`` and ``received_at`` are integer milliseconds, the ticks of their
-    ``DateTime64(3)`` columns. Iterating gives rows, for tests and small writes."""
+    (bench/README.md). The batch's own fields (account, session, video, country...) are kept once per batch
+    with its event count, as ``native.Runs``, and encoded once per batch. ``event_time`` and ``received_at``
+    are integer milliseconds, the ticks of their ``DateTime64(3)`` columns. Iterating gives rows, for tests
+    and small writes."""
 
-    __slots__ = ("columns",)
+    __slots__ = ("_shared", "_counts", "_events")
 
     def __init__(self, rows: Iterable[Sequence[Any]] = ()) -> None:
-        self.columns: list[list[Any]] = [[] for _ in RAW_COLUMNS]
+        self._shared: list[tuple[Any, ...]] = []  # per batch, _BY_BATCH's values
+        self._counts: list[int] = []  # per batch, its events
+        self._events: list[list[Any]] = [[] for _ in range(len(_BY_EVENT) + 1)]  # _BY_EVENT's, then fatal
         for row in rows:
-            for column, value in zip(self.columns, row, strict=True):
-                column.append(value)
+            self._shared.append(tuple(row[index] for index in _BY_BATCH))
+            self._counts.append(1)
+            for column, index in zip(self._events, _PER_EVENT, strict=True):
+                column.append(row[index])
 
     def add(self, batch: EnrichedBatch, events: Sequence[EnrichedEvent], partition: int, offset: int,
             folded: dict[str, str] | None = None) -> None:
         """``folded``: the original values of dimensions written as "(other)" (see aggregations.caps)."""
-        count, columns = len(events), self.columns
-        shared = (batch.account, batch.session, batch.session_key, batch.fingerprint, batch.received_at_ms,
-                  *dimension_values(batch), batch.user, batch.duration_s, batch.is_bot, partition, offset, folded or {})
-        for index, value in zip(_BY_BATCH, shared, strict=True):
-            columns[index] += [value] * count
-        for index, of_event in _BY_EVENT:
-            columns[index] += map(of_event, events)
-        columns[_FATAL] += [event.fatal and event.type == "error" for event in events]
+        if not events:
+            return
+        self._shared.append((batch.account, batch.session, batch.session_key, batch.fingerprint, batch.received_at_ms,
+                             *dimension_values(batch), batch.user, batch.duration_s, batch.is_bot, partition, offset,
+                             folded or {}))
+        self._counts.append(len(events))
+        columns = self._events
+        for column, (_, of_event) in zip(columns, _BY_EVENT):
+            column += map(of_event, events)
+        columns[-1] += [event.fatal and event.type == "error" for event in events]
+
+    @property
+    def columns(self) -> list[Sequence[Any] | Runs]:
+        """One per RAW_COLUMNS name: a list of the events' values, or the batches' values as runs."""
+        columns: list[Sequence[Any] | Runs] = [[] for _ in RAW_COLUMNS]
+        for position, index in enumerate(_BY_BATCH):
+            columns[index] = Runs([shared[position] for shared in self._shared], self._counts)
+        for column, index in zip(self._events, _PER_EVENT, strict=True):
+            columns[index] = column
+        return columns
 
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return len(self._events[0])
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return zip(*self.columns, strict=True)
+        columns = [column.expand() if isinstance(column, Runs) else column for column in self.columns]
+        return zip(*columns, strict=True)
 
 
 @dataclass(frozen=True, slots=True)
