@@ -136,6 +136,12 @@ class SessionIdentity:
         dimensions = tuple(sys.intern(value) if type(value) is str else value for value in dimension_values(batch))
         return cls(sys.intern(batch.account), batch.session_key, batch.fingerprint, dimensions)
 
+    def describes(self, batch: EnrichedBatch) -> bool:
+        """Whether ``of(batch)`` would equal this: a session's batches mostly repeat its identity, and comparing
+        spares interning it again."""
+        return (self.dimensions == dimension_values(batch) and self.account == batch.account
+                and self.fingerprint == batch.fingerprint and self.session_key == batch.session_key)
+
     def minute_rows(self, minutes: set[int], exit_minute: int | None = None) -> list[tuple[Any, ...]]:
         """Active minutes, plus the exit-before-start mark at the view's minute when there is one."""
         rows = [(self.account, utc(minute), *self.dimensions, self.session_key, self.fingerprint, False)

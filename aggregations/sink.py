@@ -353,7 +353,9 @@ class EventSink:
     def _sessionize(self, partition: int, offset: int, batch: EnrichedBatch, folded: dict[str, str],
                     rows: SinkRows) -> None:
         cached = self._sessions[batch.session_key]
-        cached.identity, cached.arrived_ms = SessionIdentity.of(batch), self._clock_ms()
+        if not cached.identity.describes(batch):
+            cached.identity = SessionIdentity.of(batch)
+        cached.arrived_ms = self._clock_ms()
         self._sessions.move_to_end(batch.session_key)
         self._metrics.events_consumed.inc(len(batch.events))
         fresh = cached.state.seen_ids.keep_new(batch.events)

@@ -732,3 +732,26 @@ def test_a_cancelled_waiter_leaves_the_write_running():
 
     run(scenario())
     assert acked == ["p0-0"] and writer.written == [(0, 0)]
+
+
+def test_a_session_whose_dimensions_change_writes_its_later_minutes_under_the_new_ones():
+    """The session's identity is kept between batches (not interned again when a batch repeats it), yet a
+    batch that changes it (a new video in the same session) is what its minutes say from then on."""
+    rows_written: list[tuple] = []
+
+    class KeepingRows(RecordingWriter):
+        async def write(self, rows, batch_range):
+            rows_written.extend(rows.session_minutes)
+            await super().write(rows, batch_range)
+
+    harness = Harness(KeepingRows(), max_events=1)
+
+    async def scenario():
+        await harness.sink.add(0, 0, batch(1, ("1", "view", BASE), ("2", "heartbeat", BASE + 10_000)), handle=0)
+        await harness.sink.add(0, 1, batch(1, ("3", "heartbeat", BASE + M + 10_000)), handle=1)
+        await harness.sink.add(0, 2, batch(1, ("4", "heartbeat", BASE + 2 * M + 10_000), video="w"), handle=2)
+
+    run(scenario())
+    videos = {(row[1], row[2]) for row in rows_written}
+    # the stretch from the second batch's heartbeat is written with the batch that ends it, the third
+    assert videos == {(utc(BASE), "v"), (utc(BASE + M), "v"), (utc(BASE + M), "w"), (utc(BASE + 2 * M), "w")}
