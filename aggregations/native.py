@@ -1,12 +1,12 @@
 """ClickHouse's Native format for the worker's blocks: clickhouse-connect's types, with shortcuts for their shapes.
 
-clickhouse-connect serializes a column value by value in Python wherever its C helpers stop: a
-LowCardinality column's dictionary is a Python loop over every row, and a batch's fields (account, video,
-country, session...) are the same for each of its events, yet were copied to every row and encoded once per
-row. Here a column may be given as ``Runs`` (each value with the number of rows that repeat it), and the
-types the worker writes most take C-level paths: a dictionary built from the distinct values, a run's
-bytes encoded once and repeated. Every other type, and any shape without a shortcut, goes through
-clickhouse-connect's own writer. A unit test holds the bytes equal to clickhouse-connect's for the same rows.
+A batch's own fields (account, session, video, country... 18 of events_raw's 37 columns) are the same for
+each of its events. clickhouse-connect takes a value per row: they were copied to every row, and encoded
+row by row (a LowCardinality column's dictionary in a Python loop over every row). Here a column may be
+given as ``Runs`` (each value with the number of rows that repeat it): a LowCardinality dictionary is built
+from the runs' values, and a run's bytes are encoded once and repeated by C loops (``bytes * count``, joined).
+Rows, short runs (one-event batches) and every other type go through clickhouse-connect's own writer, whose
+C loops beat a Python step per run there. A unit test holds the bytes equal to clickhouse-connect's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from math import log
-from operator import mul
+from operator import mul, truth
 from typing import Any
 
 from clickhouse_connect.datatypes.base import ClickHouseType
@@ -31,10 +31,11 @@ _LC_VERSION = 1
 _LC_FLAGS = (1 << 9) | (1 << 10)
 _LITTLE = sys.byteorder == "little"
 
-# Fixed-width types whose runs are packed once per run: the format of one value.
-# Runs shorter than this on average are expanded and written by clickhouse-connect's C loops (bench/README.md).
+# Runs shorter than this on average are expanded and written by clickhouse-connect's C loops: at one row per
+# run the shortcuts cost more than they save (bench/README.md, "7 December, late").
 LONG_RUN = 8
 
+# Fixed-width types whose runs are packed once per run: the format of one value.
 _FIXED = {"UInt8": "<B", "UInt32": "<I", "UInt64": "<Q", "Int64": "<q", "Bool": "<B", "DateTime64(3, 'UTC')": "<q"}
 
 
@@ -91,7 +92,9 @@ def _shortcut(type_name: str, column: Column) -> bytes | None:
     """The column's bytes (with its prefix) by a shortcut, or None where there is none for this type and shape.
     Rows, and short runs (one-event batches) expanded, are left to clickhouse-connect, whose loops (in C but for
     LowCardinality's dictionary) beat a Python step per run."""
-    if not isinstance(column, Runs) or not column.long:
+    if not isinstance(column, Runs):
+        return _per_row(type_name, column)
+    if not column.long:
         return None
     if type_name == "LowCardinality(String)":
         return _low_cardinality_string(column)
@@ -107,6 +110,16 @@ def _shortcut(type_name: str, column: Column) -> bytes | None:
     return None
 
 
+def _per_row(type_name: str, column: Sequence[Any]) -> bytes | None:
+    """Two per-event columns most events leave at their default: flags (a byte each, by C's truth test) and
+    quartile percentiles (empty arrays are just their offsets, all zero)."""
+    if type_name == "Bool":
+        return bytes(map(truth, column))
+    if type_name == "Array(UInt8)" and not any(column):
+        return bytes(8 * len(column))
+    return None
+
+
 def _low_cardinality_string(column: Runs) -> bytes | None:
     """The dictionary in first-seen order, as clickhouse-connect writes it, from the runs' values; each run's
     key packed once and repeated."""
@@ -115,7 +128,7 @@ def _low_cardinality_string(column: Runs) -> bytes | None:
         return None
     index_type = int(log(len(index), 2)) >> 3  # clickhouse-connect's choice of key width, kept for equal bytes
     code = array_type(1 << index_type, False)
-    packed_key = dict(zip(index, (_packed(code, [key]) for key in range(len(index)))))
+    packed_key = {value: _packed(code, [key]) for key, value in enumerate(index)}
     keys = b"".join(map(mul, map(packed_key.__getitem__, column.values), column.counts))
     out = bytearray()
     write_uint64(_LC_VERSION, out)

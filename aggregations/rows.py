@@ -98,7 +98,7 @@ class RawColumns:
                              folded or {}))
         self._counts.append(len(events))
         columns = self._events
-        for column, (_, of_event) in zip(columns, _BY_EVENT):
+        for column, (_, of_event) in zip(columns, _BY_EVENT, strict=False):  # the last column is fatal
             column += map(of_event, events)
         columns[-1] += [event.fatal and event.type == "error" for event in events]
 

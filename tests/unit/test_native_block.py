@@ -16,7 +16,7 @@ from aggregations.native import Runs, body
 
 TYPES = {"lc": "LowCardinality(String)", "s": "String", "u64": "UInt64", "u32": "UInt32", "u8": "UInt8",
          "i64": "Int64", "flag": "Bool", "t": "DateTime64(3, 'UTC')", "f": "Nullable(Float64)",
-         "m": "Map(LowCardinality(String), String)", "a": "Array(UInt8)", "n": "Nullable(UInt32)"}
+         "m": "Map(LowCardinality(String), String)", "a": "Array(UInt8)", "a0": "Array(UInt8)", "n": "Nullable(UInt32)"}
 
 
 def reference(names: list[str], columns: list[Any]) -> bytes:
@@ -76,9 +76,9 @@ def test_every_type_the_worker_writes_in_runs_and_rows() -> None:
     }
     per_row = {"lc": words(rng, rows, 9), "s": [f"e{index}" for index in range(rows)],
                "t": [1_760_000_000_000 + index for index in range(rows)],
-               "a": [[25, 50] if index % 7 == 0 else [] for index in range(rows)],
+               "a": [[25, 50] if index % 7 == 0 else [] for index in range(rows)], "a0": [[] for _ in range(rows)],
                "n": [None if index % 2 else index for index in range(rows)],
-               "flag": [index % 3 == 0 for index in range(rows)]}
+               "flag": [index % 3 == 0 for index in range(rows)], "u8": [index % 200 for index in range(rows)]}
     names = list(columns)
     assert ours(names, list(columns.values())) == reference(names, list(columns.values()))
     names = list(per_row)
