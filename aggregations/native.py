@@ -16,7 +16,7 @@ import sys
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from math import log
 from operator import mul, truth
 from typing import Any
@@ -45,6 +45,10 @@ class Runs:
 
     values: list[Any] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.values) != len(self.counts) or any(count < 0 for count in self.counts):
+            raise ValueError(f"runs need a count >= 0 per value: {len(self.values)} values, counts {self.counts[:10]}")
 
     def __len__(self) -> int:
         return sum(self.counts)
@@ -75,6 +79,8 @@ def body(names: Sequence[str], types: Sequence[ClickHouseType], columns: Sequenc
     write_leb128(len(names), out)
     write_leb128(rows, out)
     for name, col_type, column in zip(names, types, columns, strict=True):
+        if len(column) != rows:  # a block's columns must agree, or the server would read the next one's bytes
+            raise ValueError(f"column {name} has {len(column)} rows, {names[0]} has {rows}")
         for text in (name, col_type.insert_name):
             encoded = text.encode()
             write_leb128(len(encoded), out)
@@ -115,7 +121,7 @@ def _per_row(type_name: str, column: Sequence[Any]) -> bytes | None:
     quartile percentiles (empty arrays are just their offsets, all zero)."""
     if type_name == "Bool":
         return bytes(map(truth, column))
-    if type_name == "Array(UInt8)" and not any(column):
+    if type_name == "Array(UInt8)" and column.count([]) == len(column):
         return bytes(8 * len(column))
     return None
 
@@ -123,13 +129,13 @@ def _per_row(type_name: str, column: Sequence[Any]) -> bytes | None:
 def _low_cardinality_string(column: Runs) -> bytes | None:
     """The dictionary in first-seen order, as clickhouse-connect writes it, from the runs' values; each run's
     key packed once and repeated."""
-    index = list(dict.fromkeys(column.values))
+    index = list(dict.fromkeys(compress(column.values, column.counts)))  # a value with no rows has no key
     if not all(type(value) is str for value in index):
         return None
     index_type = int(log(len(index), 2)) >> 3  # clickhouse-connect's choice of key width, kept for equal bytes
     code = array_type(1 << index_type, False)
     packed_key = {value: _packed(code, [key]) for key, value in enumerate(index)}
-    keys = b"".join(map(mul, map(packed_key.__getitem__, column.values), column.counts))
+    keys = b"".join(map(mul, map(packed_key.get, column.values, repeat(b"")), column.counts))
     out = bytearray()
     write_uint64(_LC_VERSION, out)
     write_uint64(_LC_FLAGS | index_type, out)

@@ -83,6 +83,8 @@ class RawColumns:
         self._counts: list[int] = []  # per batch, its events
         self._events: list[list[Any]] = [[] for _ in range(len(_BY_EVENT) + 1)]  # _BY_EVENT's, then fatal
         for row in rows:
+            if len(row) != len(RAW_COLUMNS):
+                raise ValueError(f"a raw row has {len(RAW_COLUMNS)} values, not {len(row)}")
             self._shared.append(tuple(row[index] for index in _BY_BATCH))
             self._counts.append(1)
             for column, index in zip(self._events, _PER_EVENT, strict=True):
@@ -106,10 +108,11 @@ class RawColumns:
     def columns(self) -> list[Sequence[Any] | Runs]:
         """One per RAW_COLUMNS name: a list of the events' values, or the batches' values as runs."""
         columns: list[Sequence[Any] | Runs] = [[] for _ in RAW_COLUMNS]
+        counts = list(self._counts)  # copies: a later add() must not change columns already taken
         for position, index in enumerate(_BY_BATCH):
-            columns[index] = Runs([shared[position] for shared in self._shared], self._counts)
+            columns[index] = Runs([shared[position] for shared in self._shared], counts)
         for column, index in zip(self._events, _PER_EVENT, strict=True):
-            columns[index] = column
+            columns[index] = list(column)
         return columns
 
     def __len__(self) -> int:

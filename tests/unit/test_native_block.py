@@ -95,3 +95,24 @@ def test_values_a_shortcut_cannot_take_go_to_clickhouse_connect_and_its_error() 
 
 def test_an_empty_block_is_no_bytes() -> None:
     assert ours(["lc", "u64"], [[], Runs()]) == b""
+
+
+def test_a_block_whose_columns_disagree_is_refused_not_written() -> None:
+    """The server would read one column's rows into the next: corrupt, not an error, if it got that far."""
+    with pytest.raises(ValueError, match="rows"):
+        ours(["lc", "s"], [Runs(["a"], [16]), ["x"] * 10])
+    with pytest.raises(ValueError, match="count"):
+        Runs(["a"], [8, 8])
+    with pytest.raises(ValueError, match="count"):
+        Runs(["a"], [-1])
+
+
+def test_values_without_rows_take_no_dictionary_key() -> None:
+    runs = Runs(["a", "b", "c"], [0, 30, 0])  # long enough for the shortcut
+    assert ours(["lc"], [runs]) == reference(["lc"], [runs])
+
+
+def test_only_empty_lists_take_the_empty_array_shortcut() -> None:
+    with pytest.raises(TypeError):
+        ours(["a0"], [[None, None]])
+    assert ours(["a0"], [[[], []]]) == reference(["a0"], [[[], []]])
