@@ -13,6 +13,7 @@ values admitted concurrently (at most one flush's worth per worker).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,13 +35,14 @@ class DimensionCaps:
     async def apply(self, batches: list[EnrichedBatch]) -> tuple[list[tuple[EnrichedBatch, dict[str, str]]],
                                                                list[tuple[str, dt.date, str, str]]]:
         """Each batch with capped values folded (and what was folded), plus the values admitted now."""
-        self._forget_old_days(batches)
-        await self._load_missing({key for batch in batches for key in _keys(batch)})
+        keys = [_keys(batch) for batch in batches]
+        self._forget_old_days([batch_keys[0][1] for batch_keys in keys])
+        await self._load_missing({key for batch_keys in keys for key in batch_keys})
         admitted: list[tuple[str, dt.date, str, str]] = []
         result = []
-        for batch in batches:
+        for batch, batch_keys in zip(batches, keys, strict=True):
             changes: dict[str, Any] = {}
-            for key in _keys(batch):
+            for key in batch_keys:
                 value = getattr(batch, key[2])
                 known = self._known[key]
                 if value in known:
@@ -62,17 +64,23 @@ class DimensionCaps:
             for key in missing:
                 self._known[key] = loaded.get(key, set())
 
-    def _forget_old_days(self, batches: list[EnrichedBatch]) -> None:
+    def _forget_old_days(self, days: list[dt.date]) -> None:
         """Keeps today and yesterday (late beacons); older days leave memory."""
-        if not batches:
+        if not days:
             return
-        newest = max(_day(batch) for batch in batches)
+        newest = max(days)
         for key in [key for key in self._known if key[1] < newest - dt.timedelta(days=1)]:
             del self._known[key]
 
 
 def _day(batch: EnrichedBatch) -> dt.date:
-    return dt.datetime.fromtimestamp(batch.received_at_ms / 1000, dt.timezone.utc).date()
+    return _utc_day(batch.received_at_ms // 86_400_000)
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_day(days_since_epoch: int) -> dt.date:
+    """A batch's day by its number: every batch of a day shares one date, not a datetime made per batch."""
+    return dt.date(1970, 1, 1) + dt.timedelta(days=days_since_epoch)
 
 
 def _keys(batch: EnrichedBatch) -> list[Key]:

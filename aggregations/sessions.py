@@ -132,6 +132,8 @@ class SessionState:
         The rebuilt state is open when the last event was activity: closing it
         again re-emits minutes already written, which changes nothing.
         """
+        if not events:  # a new session: most of a catch-up's, asked in bulk
+            return cls()
         state = cls(seen_ids=SeenIds(event_id for event_id, _, _ in events),
                     times=array("q", sorted(time_ms for _, _, time_ms in events)))
         for _, event_type, time_ms in events:

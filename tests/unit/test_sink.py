@@ -755,3 +755,60 @@ def test_a_session_whose_dimensions_change_writes_its_later_minutes_under_the_ne
     videos = {(row[1], row[2]) for row in rows_written}
     # the stretch from the second batch's heartbeat is written with the batch that ends it, the third
     assert videos == {(utc(BASE), "v"), (utc(BASE + M), "v"), (utc(BASE + M), "w"), (utc(BASE + 2 * M), "w")}
+
+
+def test_the_timer_leaves_a_partition_being_written_to_its_next_tick():
+    """A due batch whose partition is still writing its last one is not waited for under the lock (the agent
+    would consume nothing meanwhile): the agent goes on adding, and a later tick flushes it, in order."""
+    writer, acked = GatedWriter(), []
+    sink = gated_sink(writer, acked, max_events=100, interval_s=0)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        await sink.flush_due()  # due at once: its write waits at the gate
+        await sink.add(0, 1, batch(1, ("2", "heartbeat", BASE + 10_000)), "p0-1")
+        await asyncio.wait_for(sink.flush_due(), 1)  # returns: offset 1 stays pending
+        await asyncio.wait_for(sink.add(0, 2, batch(1, ("3", "heartbeat", BASE + 20_000)), "p0-2"), 1)
+        assert writer.written == [] and acked == [] and sink.oldest_pending_age_s() > 0
+        writer.gate.set()
+        await until(lambda: acked == ["p0-0"])
+        await sink.flush_due()
+        await sink.settled()
+
+    run(scenario())
+    assert writer.written == [(0, 0), (0, 1)] and acked == ["p0-0", "p0-1", "p0-2"]
+    assert writer.event_ids() == ["1", "2", "3"]
+
+
+def test_a_partition_far_behind_fills_its_batch_instead_of_writing_every_interval(monkeypatch):
+    """Catching up a backlog, the timer does not cut a partial batch (each insert costs the server a part per
+    table): the batch waits to fill, for at most BACKLOG_MAX_AGE_S; caught up, the interval applies again."""
+    writer, acked = RecordingWriter(), []
+    highwater = {0: 100_000}
+    config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=0, flush_max_events=3)
+
+    async def ack(handle):
+        acked.append(handle)
+
+    sink = SettlingSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
+                        caught_up=lambda partition, offset: offset >= highwater[partition],
+                        clock_ms=lambda: BASE + 100 * M)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        await sink.flush_due()
+        assert acked == []  # 100,000 messages behind: left to fill
+        await sink.add(0, 1, batch(1, ("2", "heartbeat", BASE + 1_000), ("3", "heartbeat", BASE + 2_000)), "p0-1")
+        assert acked == ["p0-0", "p0-1"]  # full: written at once, as always
+        await sink.add(0, 2, batch(1, ("4", "heartbeat", BASE + 3_000)), "p0-2")
+        monkeypatch.setattr("aggregations.sink.BACKLOG_MAX_AGE_S", 0)
+        await sink.flush_due()
+        assert acked == ["p0-0", "p0-1", "p0-2"]  # too old to wait any longer
+        monkeypatch.setattr("aggregations.sink.BACKLOG_MAX_AGE_S", 3600)
+        await sink.add(0, 3, batch(1, ("5", "heartbeat", BASE + 4_000)), "p0-3")
+        highwater[0] = 4 + 4_999  # fewer than BACKLOG_MESSAGES unread: the interval applies
+        await sink.flush_due()
+        assert acked[-1] == "p0-3"
+
+    run(scenario())
+    assert writer.event_ids() == ["1", "2", "3", "4", "5"]
