@@ -39,6 +39,7 @@ RETRY_BACKOFF_S = (0.1, 0.5, 1, 2, 5)
 # (for up to BACKLOG_MAX_AGE_S) instead of being cut every interval (see EventSink._filling).
 BACKLOG_MESSAGES = 5_000
 BACKLOG_MAX_AGE_S = 10.0
+_ANY_OFFSET = 2**63  # past any partition's end: caught up iff its end is known
 SLOW_CALL_S = 5.0  # a database call running longer than this holds the partitions back, as a failing one does
 # How far back a newly assigned partition's sessions are reloaded: covers a restart or a
 # rebalance that took up to about ten minutes beyond the session timeout.
@@ -171,6 +172,7 @@ class EventSink:
         far behind, is still written every interval."""
         next_offset = self._next_offset.get(partition)
         return (age_s < BACKLOG_MAX_AGE_S and next_offset is not None
+                and self._caught_up(partition, _ANY_OFFSET)  # the partition's end is known: the lag is real
                 and not self._caught_up(partition, next_offset + BACKLOG_MESSAGES))
 
     def _writing(self, partition: int) -> bool:

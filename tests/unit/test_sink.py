@@ -812,3 +812,22 @@ def test_a_partition_far_behind_fills_its_batch_instead_of_writing_every_interva
 
     run(scenario())
     assert writer.event_ids() == ["1", "2", "3", "4", "5"]
+
+
+def test_a_partition_whose_end_is_unknown_is_written_every_interval():
+    """Unknown (not fetched yet, or revoked meanwhile), a partition is not taken for one far behind."""
+    writer, acked = RecordingWriter(), []
+    config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=0, flush_max_events=3)
+
+    async def ack(handle):
+        acked.append(handle)
+
+    sink = SettlingSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
+                        caught_up=lambda partition, offset: False, clock_ms=lambda: BASE + 100 * M)
+
+    async def scenario():
+        await sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0")
+        await sink.flush_due()
+
+    run(scenario())
+    assert acked == ["p0-0"]
