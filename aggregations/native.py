@@ -23,6 +23,7 @@ from typing import Any
 
 from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.common import array_type, write_leb128, write_uint64
+from clickhouse_connect.driver.ctypes import data_conv
 from clickhouse_connect.driver.insert import InsertContext
 
 # LowCardinality's serialization: version 1 before the data; the index type (UInt8..UInt64 by how many
@@ -180,10 +181,8 @@ def _packed(code: str, values: Sequence[int]) -> bytes:
 
 
 def _strings(values: Sequence[str]) -> bytes:
-    """Strings as a Native String column: each one's UTF-8 length (LEB128), then its bytes."""
+    """Strings as a Native String column, by clickhouse-connect's own (C) writer; callers checked they are str,
+    so it has no error to return."""
     out = bytearray()
-    for value in values:
-        encoded = value.encode()
-        write_leb128(len(encoded), out)
-        out += encoded
+    data_conv.write_str_col(values, False, "utf8", out)
     return bytes(out)
