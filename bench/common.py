@@ -7,16 +7,22 @@ puts the repository root on ``sys.path`` first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+
+if TYPE_CHECKING:
+    from aggregations.clickhouse import ClickHouse
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -107,6 +113,25 @@ def clean_up(process: Any, bootstrap: str, run_id: str, workdir: Path, *, failed
         else:
             print("note: this run started the local broker and left it running (make broker-stop stops it)",
                   file=sys.stderr)
+
+
+@contextlib.contextmanager
+def fresh_chdb(database: str) -> Iterator[ClickHouse]:
+    """A migrated ``database`` in an embedded engine's folder of its own, closed and removed after."""
+    from aggregations.clickhouse import connect  # here: the scripts that need no database do not load the driver
+    from aggregations.schema import migrate
+
+    folder = tempfile.mkdtemp(prefix=f"vidpulse-{database}-")
+    try:
+        url = f"chdb://{folder}"
+        migrate(url, database)
+        db = connect(url, database)
+        try:
+            yield db
+        finally:
+            db.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class KeepNothing:

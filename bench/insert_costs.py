@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregations.clickhouse import ClickHouse, NativeBlock, connect  # noqa: E402
+from aggregations.clickhouse import ClickHouse, NativeBlock  # noqa: E402
 from aggregations.rows import RAW_COLUMNS, raw_rows  # noqa: E402
-from aggregations.schema import migrate  # noqa: E402
+from bench.common import fresh_chdb  # noqa: E402
 from ingest.models import EnrichedBatch, EnrichedEvent  # noqa: E402
 
 BASE = (int(time.time() * 1000) // 60_000 - 30) * 60_000
@@ -61,15 +59,8 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=12, help="blocks per measurement (default 12)")
     parser.add_argument("--sessions", type=int, default=300, help="20-event sessions per block (default 300)")
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="vidpulse-insert-costs-")
-    try:
-        url = f"chdb://{folder}"
-        migrate(url, "costs")
-        db = connect(url, "costs")
+    with fresh_chdb("costs") as db:
         measure(db, args.blocks, args.sessions)
-        db.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def measure(db: ClickHouse, count: int, sessions: int) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
-import tempfile
 import time
 from datetime import timezone
 from pathlib import Path
@@ -25,10 +23,9 @@ from clickhouse_connect.datatypes.base import ClickHouseType  # noqa: E402
 from clickhouse_connect.driver.insert import InsertContext  # noqa: E402
 from clickhouse_connect.driver.transform import NativeTransform  # noqa: E402
 
-from aggregations.clickhouse import connect  # noqa: E402
 from aggregations.native import Runs, body  # noqa: E402
 from aggregations.rows import RAW_COLUMNS, RawColumns  # noqa: E402
-from aggregations.schema import migrate  # noqa: E402
+from bench.common import fresh_chdb  # noqa: E402
 from ingest.models import EnrichedBatch, EnrichedEvent  # noqa: E402
 
 BASE = (int(time.time() * 1000) // 60_000 - 30) * 60_000
@@ -86,15 +83,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="20,1,200", help="events per batch, comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="vidpulse-native-encode-")
-    try:
-        url = f"chdb://{folder}"
-        migrate(url, "encode")
-        db = connect(url, "encode")
+    with fresh_chdb("encode") as db:
         types = list(db._column_types("events_raw", RAW_COLUMNS))
-        db.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     print(f"events_raw block of {args.events} events, CPU µs per event (best of {args.rounds})")
     for size in (int(size) for size in args.sizes.split(",")):
         before, after = measure(types, args.events, size, args.rounds)
