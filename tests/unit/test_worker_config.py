@@ -16,3 +16,13 @@ def test_the_fetch_size_per_partition_reaches_faust(tmp_path: Path) -> None:
     chosen = Worker(Settings(data_dir=tmp_path, consumer_fetch_bytes=3 << 20), "127.0.0.1:1", None,
                     WorkerMetrics(CollectorRegistry()))
     assert chosen.app.conf.consumer_max_fetch_size == 3 << 20
+
+
+def test_faust_s_monitor_is_not_called_for_each_message(tmp_path: Path) -> None:
+    # The Monitor timed and counted every message four times (bench/README.md): started with the app, it is no
+    # longer among the sensors the consumer and the streams call.
+    app = Worker(Settings(data_dir=tmp_path), "127.0.0.1:1", None, WorkerMetrics(CollectorRegistry())).app
+    dependencies = list(app.on_init_dependencies())  # what the app's start does first
+    assert dependencies  # Faust's own services are still started
+    assert app.monitor not in set(app.sensors)
+    assert list(app.sensors) == []
