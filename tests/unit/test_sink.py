@@ -831,3 +831,47 @@ def test_a_partition_whose_end_is_unknown_is_written_every_interval():
 
     run(scenario())
     assert acked == ["p0-0"]
+
+
+def test_a_batch_s_notes_are_written_beside_the_agent_and_before_its_rows():
+    """The dimension values a batch admits and its offset range are written by its write task, before its rows:
+    the agent goes on consuming while the database takes them (it used to wait for both while building)."""
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    class SlowNotes(RecordingWriter):
+        async def admit_dimension_values(self, rows):
+            order.append("admit")
+            await super().admit_dimension_values(rows)
+
+        async def record_batch(self, batch: BatchRange) -> None:
+            await gate.wait()
+            order.append(f"record {batch.first_offset}")
+            await super().record_batch(batch)
+
+        async def write(self, rows: SinkRows, batch: BatchRange | None) -> None:
+            order.append(f"rows {batch.first_offset}" if batch else "closing")
+            await super().write(rows, batch)
+
+    writer, acked = SlowNotes(), []
+    config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=3600, flush_max_events=1)
+
+    async def ack(handle):
+        acked.append(handle)
+
+    sink = EventSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
+                     caught_up=lambda partition, offset: True, clock_ms=lambda: BASE + 100 * M)
+
+    async def scenario():
+        await asyncio.wait_for(sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0"), 1)  # not held by the notes
+        await asyncio.wait_for(sink.add(1, 0, batch(2, ("1", "view", BASE)), "p1-0"), 1)
+        await asyncio.sleep(0.01)
+        assert acked == [] and writer.blocks == {} and order == ["admit"]  # partition 1 admitted nothing new
+        gate.set()
+        await sink.settled()
+
+    run(scenario())
+    assert order[0] == "admit" and sorted(order[1:]) == ["record 0", "record 0", "rows 0", "rows 0"]
+    assert order.index("record 0") < order.index("rows 0")
+    assert writer.batches == {(0, 0): 0, (1, 0): 0} and sorted(acked) == ["p0-0", "p1-0"]
+    assert {value for *_, value in writer.admitted} == {"v", "p", ""}  # the capped dimensions of partition 0
