@@ -105,12 +105,12 @@ class RawColumns:
         self._counts.append(len(events))
         # The events' fields as tuples, transposed: two passes in C where a getter per column and event took
         # twice the time (bench/README.md)
-        fields = list(zip(*map(astuple, events)))
+        fields = list(zip(*map(astuple, events), strict=True))
         columns = self._events
         for column, at in zip(columns, _EVENT_FIELD_AT, strict=False):  # the last column is fatal
             column += fields[at]
         fatal = fields[_FATAL_AT]
-        columns[-1] += [flag and kind == "error" for kind, flag in zip(fields[_TYPE_AT], fatal)] if any(fatal) \
+        columns[-1] += [flag and kind == "error" for kind, flag in zip(fields[_TYPE_AT], fatal, strict=True)] if any(fatal) \
             else [False] * len(events)
 
     @property
