@@ -169,8 +169,6 @@ class SinkRows:
 
     raw: RawColumns = field(default_factory=RawColumns)  # rows given as tuples are taken into columns
     session_minutes: list[tuple[Any, ...]] = field(default_factory=list)
-    # dimension values the batch admitted under their caps (aggregations.caps): written before the rows
-    admitted: list[tuple[str, dt.date, str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.raw, RawColumns):

@@ -352,11 +352,9 @@ class EventSink:
         return rows, batch_range
 
     async def _write_batch(self, partition: int, pending: _Pending, rows: SinkRows, batch_range: BatchRange) -> None:
-        """The batch's notes first (the dimension values it admitted, its offset range), then its rows, then its
-        acknowledgements. The notes were written while the agent waited (4 % of a catch-up, bench/README.md);
-        here the next batches are built meanwhile, and this partition's next one still waits for all of it."""
-        if rows.admitted:
-            await self._retrying(lambda: self._writer.admit_dimension_values(rows.admitted))
+        """The batch's range is recorded first, then its rows written, then its messages acknowledged. The
+        record was awaited by the agent while it built the batch (4 % of a catch-up, bench/README.md); here the
+        next batches are built meanwhile, and this partition's next one still waits for all of it."""
         if pending.forced_last is None:
             await self._retrying(lambda: self._writer.record_batch(batch_range))
         await self._write_until_done(rows, batch_range)
@@ -370,9 +368,13 @@ class EventSink:
         readable = [(offset, batch) for offset, batch, _ in pending.messages if batch is not None]
         self._metrics.messages_consumed.inc(len(pending.messages))
         capped, admitted = await self._caps.apply([batch for _, batch in readable])
+        if admitted:
+            # awaited here, not by the write task: another partition's batch built next may carry these values
+            # unfolded, and its rows must not be written (and acknowledged) before the values are (caps.py)
+            await self._retrying(lambda: self._writer.admit_dimension_values(admitted))
         batches = [(offset, batch, folded) for (offset, _), (batch, folded) in zip(readable, capped, strict=True)]
         await self._load_missing_sessions(partition, pending.first_offset, [batch for _, batch, _ in batches])
-        rows = SinkRows(admitted=admitted)
+        rows = SinkRows()
         for offset, batch, folded in batches:
             self._sessionize(partition, offset, batch, folded, rows)
         self._evict_overflow()

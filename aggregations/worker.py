@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 import faust
+from faust.sensors.monitor import Monitor
 
 from aggregations.clickhouse import ClickHouse
 from aggregations.delivery import deliver_in_place
@@ -32,22 +33,31 @@ PROGRESS_EVERY_S = 5.0
 START_OFFSET_TIMEOUT_S = 10.0
 
 
-class _App(faust.App):
-    """Faust's app without its Monitor among the sensors: the Monitor (Faust's statistics for its web views,
-    which are off) timed and counted every message four times, in deques and dictionaries, about a fifth of
-    Faust's cost per message (bench/README.md). The worker's own metrics are its Prometheus ones."""
+class QuietMonitor(Monitor):
+    """Faust's Monitor sensor without its statistics per message, which only Faust's web views (off here) show:
+    timing and counting every message four times (deques, dictionaries, a stream's name looked up) was about a
+    fifth of what Faust cost per message (bench/README.md). It keeps the one figure Faust itself reads, when
+    each partition's stream last took an event (the consumer's periodic check that streams still move, which
+    logs an error for a partition whose stream seems idle). The worker's own metrics are its Prometheus ones."""
 
-    def on_init_dependencies(self) -> Any:
-        dependencies = super().on_init_dependencies()
-        self.sensors.remove(self.monitor)  # added by Faust's own, just above; still started, never called
-        return dependencies
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = time.monotonic()
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
     """The worker's Faust app, without its agents (bench/throughput.py measures Faust alone on it). Call
     ``prepare_to_start`` on it before starting it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level of its datadir
-    return _App(
+    return faust.App(
         settings.consumer_group, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
         autodiscover=False, topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication, consumer_auto_offset_reset="earliest",
@@ -63,6 +73,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         # waiting for the next fetch three quarters of the time while catching up a backlog: 8 MiB took the
         # worker from 38,000 to 54,000 events/s (bench/README.md, "7 December, later").
         consumer_max_fetch_size=settings.consumer_fetch_bytes,
+        Monitor=QuietMonitor,
     )
 
 

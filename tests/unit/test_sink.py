@@ -833,9 +833,10 @@ def test_a_partition_whose_end_is_unknown_is_written_every_interval():
     assert acked == ["p0-0"]
 
 
-def test_a_batch_s_notes_are_written_beside_the_agent_and_before_its_rows():
-    """The dimension values a batch admits and its offset range are written by its write task, before its rows:
-    the agent goes on consuming while the database takes them (it used to wait for both while building)."""
+def test_a_batch_s_range_is_recorded_beside_the_agent_and_before_its_rows():
+    """A batch's offset range is recorded by its write task, before its rows: the agent goes on consuming while
+    the database takes it (it used to wait while building). The dimension values it admits are written while it
+    is built, before any batch that may carry them unfolded."""
     order: list[str] = []
     gate = asyncio.Event()
 
