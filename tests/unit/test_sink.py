@@ -840,7 +840,7 @@ def test_a_batch_s_range_is_recorded_beside_the_agent_and_before_its_rows():
     order: list[str] = []
     gate = asyncio.Event()
 
-    class SlowNotes(RecordingWriter):
+    class SlowNotes(GatedWriter):  # gated on no partition: only its record waits
         async def admit_dimension_values(self, rows):
             order.append("admit")
             await super().admit_dimension_values(rows)
@@ -854,14 +854,8 @@ def test_a_batch_s_range_is_recorded_beside_the_agent_and_before_its_rows():
             order.append(f"rows {batch.first_offset}" if batch else "closing")
             await super().write(rows, batch)
 
-    writer, acked = SlowNotes(), []
-    config = SinkConfig("g", "t", session_timeout_ms=M, close_grace_ms=0, flush_interval_s=3600, flush_max_events=1)
-
-    async def ack(handle):
-        acked.append(handle)
-
-    sink = EventSink(writer, config, WorkerMetrics(CollectorRegistry()), ack=ack,
-                     caught_up=lambda partition, offset: True, clock_ms=lambda: BASE + 100 * M)
+    writer, acked = SlowNotes(gated=()), []
+    sink = gated_sink(writer, acked)
 
     async def scenario():
         await asyncio.wait_for(sink.add(0, 0, batch(1, ("1", "view", BASE)), "p0-0"), 1)  # not held by the notes
